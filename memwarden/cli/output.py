@@ -1,0 +1,57 @@
+"""Readable tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from memwarden.core.errors import MemwardenError
+from memwarden.core.serialize import to_data
+
+
+def format_bytes(value: int | None) -> str:
+    """Binary units, as memory is sold and as the OS tools show it."""
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class Output:
+    def __init__(self) -> None:
+        self.json = False
+        # Piped output is read by grep and people alike: never fold a table to 80 columns.
+        width = None if sys.stdout.isatty() else 240
+        self.console = Console(soft_wrap=True, highlight=False, width=width)
+
+    def emit_json(self, data: Any) -> None:
+        click.echo(json.dumps(to_data(data), indent=2, default=str))
+
+    def json_error(self, exc: MemwardenError) -> None:
+        click.echo(json.dumps({"error": exc.to_dict()}, indent=2))
+
+    def table(
+        self, title: str | None, headers: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            table.add_row(*("-" if cell is None else str(cell) for cell in row))
+        self.console.print(table)
+
+    def line(self, text: str = "") -> None:
+        self.console.print(text, markup=False)
+
+    def warn(self, text: str) -> None:
+        click.echo(text, err=True, file=sys.stderr)

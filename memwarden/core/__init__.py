@@ -1,0 +1,1 @@
+"""The small core: config, plugin manager, data types, pressure levels and the warden."""

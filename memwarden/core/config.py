@@ -1,0 +1,348 @@
+"""The configuration file: where it is found, what it may hold, and clear errors when it is wrong.
+
+A TOML file is parsed with :mod:`tomllib` and structured by cattrs into the attrs classes below,
+with unknown keys forbidden. ``[plugins.<name>]`` tables are kept as they are and handed to that
+plugin, which may structure them into its own attrs class with :meth:`Config.plugin_options`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import platformdirs
+from attrs import validators as v
+
+from memwarden.core.errors import ConfigError
+
+T = TypeVar("T")
+
+CONFIG_ENV = "MEMWARDEN_CONFIG"
+CONFIG_FILENAME = "memwarden.toml"
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+class ByteSize(int):
+    """A size in bytes that the config file may write as ``36GB``, ``512 MiB`` or ``1073741824``.
+
+    ``GB`` is 10^9 bytes and ``GiB`` is 2^30, as the SI and IEC define them.
+    """
+
+    @classmethod
+    def parse(cls, value: object) -> ByteSize:
+        if isinstance(value, bool):
+            raise ValueError("expected a size such as 8GiB or 8589934592, got a boolean")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("a size cannot be negative")
+            return cls(value)
+        if isinstance(value, str):
+            match = _SIZE.match(value)
+            unit = match.group(2).lower() if match else None
+            if match and unit in _UNITS:
+                return cls(int(float(match.group(1)) * _UNITS[unit]))
+        raise ValueError(
+            f"expected a size such as 36GB, 512MiB or a number of bytes, got {value!r}"
+        )
+
+
+def _percent(default: float) -> Any:
+    return attrs.field(default=default, validator=[v.instance_of(float), v.ge(0.0), v.le(100.0)])
+
+
+@attrs.frozen
+class PressureConfig:
+    """When memory counts as under pressure. Percentages are of a pool's usable total."""
+
+    warning_percent: float = _percent(70.0)
+    critical_percent: float = _percent(85.0)
+    emergency_percent: float = _percent(95.0)
+    # Below this much free memory a pool is CRITICAL whatever its percentage.
+    min_free: ByteSize | None = None
+    # The most all models managed by memwarden may take together ("LLMs never take over 36 GB").
+    max_managed_memory: ByteSize | None = None
+    # A level is left only once usage falls this many points below the threshold that raised it.
+    hysteresis_percent: float = _percent(3.0)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.warning_percent < self.critical_percent < self.emergency_percent:
+            raise ValueError(
+                "pressure thresholds must rise: warning_percent < critical_percent < "
+                f"emergency_percent (got {self.warning_percent:g} / {self.critical_percent:g} / "
+                f"{self.emergency_percent:g})"
+            )
+
+
+@attrs.frozen
+class BudgetConfig:
+    """How much of a pool models may plan to use."""
+
+    # Kept free for the operating system and other programs.
+    safety_margin_percent: float = _percent(10.0)
+
+
+@attrs.frozen
+class StateConfig:
+    """Where memwarden keeps its history (events, readings, usage)."""
+
+    enabled: bool = True
+    # SQLite file; default: memwarden.db in the user data directory.
+    path: str | None = None
+
+    def resolved_path(self) -> Path:
+        if self.path:
+            return Path(self.path).expanduser()
+        return platformdirs.user_data_path("memwarden") / "memwarden.db"
+
+
+@attrs.frozen
+class PluginsConfig:
+    """Which plugins load, and each plugin's own settings."""
+
+    # None: every installed plugin. Otherwise the names that may load; "builtins" stands for all
+    # built-in plugins.
+    enabled: tuple[str, ...] | None = None
+    disabled: tuple[str, ...] = ()
+    settings: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Config:
+    pressure: PressureConfig = attrs.field(factory=PressureConfig)
+    budget: BudgetConfig = attrs.field(factory=BudgetConfig)
+    state: StateConfig = attrs.field(factory=StateConfig)
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    # Where the values came from: the file, or None when everything is a default.
+    path: Path | None = attrs.field(default=None, eq=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+    def plugin_settings(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table, or an empty mapping."""
+        return self.plugins.settings.get(name, {})
+
+    def plugin_options(self, name: str, cls: type[T]) -> T:
+        """Structure ``[plugins.<name>]`` into a plugin's own attrs class, with clear errors."""
+        try:
+            return _converter.structure(dict(self.plugin_settings(name)), cls)
+        except Exception as exc:
+            raise _config_error(self.path, exc, prefix=("plugins", name)) from None
+
+    def sources(self) -> Iterator[tuple[str, Any, str]]:
+        """Every effective setting as (key path, value, where it came from)."""
+        data = _converter.unstructure(self)
+        for section in ("pressure", "budget", "state"):
+            for key, value in data[section].items():
+                yield from _sourced(self, (section, key), value)
+        yield from _sourced(self, ("plugins", "enabled"), data["plugins"]["enabled"])
+        yield from _sourced(self, ("plugins", "disabled"), data["plugins"]["disabled"])
+        for name, table in self.plugins.settings.items():
+            for key, value in table.items():
+                yield from _sourced(self, ("plugins", name, key), value)
+
+
+def _sourced(config: Config, keys: tuple[str, ...], value: Any) -> Iterator[tuple[str, Any, str]]:
+    node: Any = config.raw
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            yield ".".join(keys), value, "default"
+            return
+        node = node[key]
+    yield ".".join(keys), value, str(config.path)
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(ByteSize, lambda value, _: ByteSize.parse(value))
+_converter.register_structure_hook(
+    ByteSize | None, lambda value, _: None if value is None else ByteSize.parse(value)
+)
+_converter.register_unstructure_hook(Path, str)
+
+
+def _strict_float(value: Any, _: type) -> float:
+    # TOML distinguishes 70 from 70.0; users should not have to.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+_converter.register_structure_hook(float, _strict_float)
+_converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook(int, _strict_int)
+
+
+def _structure_plugins(data: Any, _: type) -> PluginsConfig:
+    if not isinstance(data, Mapping):
+        raise ValueError("expected a table")
+    settings = {}
+    for name, table in data.items():
+        if name in ("enabled", "disabled"):
+            continue
+        if not isinstance(table, Mapping):
+            raise ValueError(
+                f"[plugins] may hold only enabled, disabled and [plugins.<name>] tables; "
+                f"{name!r} is not a table"
+            )
+        settings[name] = dict(table)
+    enabled = data.get("enabled")
+    disabled = data.get("disabled", [])
+    for key, names in (("enabled", enabled), ("disabled", disabled)):
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError(f"{key} must be a list of plugin names, got {names!r}")
+    return PluginsConfig(
+        enabled=tuple(enabled) if enabled is not None else None,
+        disabled=tuple(disabled),
+        settings=settings,
+    )
+
+
+_converter.register_structure_hook(PluginsConfig, _structure_plugins)
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file in force: ``--config``, ``$MEMWARDEN_CONFIG``, ``./memwarden.toml``, then
+    the user config directory. None when there is none (all defaults)."""
+    if explicit:
+        return _must_exist(Path(explicit), "--config")
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return _must_exist(Path(from_env), f"${CONFIG_ENV}")
+    for candidate in (
+        Path.cwd() / CONFIG_FILENAME,
+        platformdirs.user_config_path("memwarden") / CONFIG_FILENAME,
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _must_exist(path: Path, named_by: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: config file not found (named by {named_by})",
+            hint="check the path, or remove the setting to use the defaults",
+        )
+    return path
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Find, parse and validate the config; raise :class:`ConfigError` naming file and key."""
+    path = find_config(explicit)
+    if path is None:
+        return Config()
+    return parse_config_file(path)
+
+
+def parse_config_file(path: Path) -> Config:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}",
+            hint="fix the syntax at that line; `memwarden config check FILE` re-checks it",
+        ) from None
+    return parse_config_data(raw, path)
+
+
+def parse_config_data(raw: Mapping[str, Any], path: Path | None) -> Config:
+    try:
+        config = _converter.structure(dict(raw), Config)
+    except Exception as exc:
+        raise _config_error(path, exc) from None
+    return attrs.evolve(config, path=path, raw=raw)
+
+
+_ATTRS_VALIDATOR = re.compile(r"^'(?P<field>[^']+)' must be (?P<rule>.*): (?P<value>.*)$")
+
+
+def _problems(exc: BaseException, keys: tuple[str, ...]) -> Iterator[str]:
+    """Flatten cattrs' nested validation errors into "key.path: what is wrong" lines."""
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        for extra in sorted(exc.extra_fields):
+            yield f"{'.'.join((*keys, extra))}: unknown key"
+        return
+    if isinstance(exc, cattrs.BaseValidationError):
+        for sub in exc.exceptions:
+            sub_keys = keys
+            for note in getattr(sub, "__notes__", []):
+                name = getattr(note, "name", None)
+                index = getattr(note, "index", None)
+                if name is not None:
+                    sub_keys = (*keys, str(name))
+                elif index is not None:
+                    sub_keys = (*keys, f"[{index}]")
+            yield from _problems(sub, sub_keys)
+        return
+    message = str(exc)
+    attrs_rule = _ATTRS_VALIDATOR.match(message)
+    if attrs_rule:
+        keys = (*keys, attrs_rule["field"])
+        message = f"must be {attrs_rule['rule']}, got {attrs_rule['value']}"
+    elif isinstance(exc, KeyError):
+        message = f"required key {message} is missing"
+    elif isinstance(exc, TypeError | AttributeError):
+        # cattrs fails this way when a section that must be a table is a scalar.
+        message = "expected a table of keys"
+    key = ".".join(keys).replace(".[", "[")
+    yield f"{key}: {message}" if key else message
+
+
+def _config_error(
+    path: Path | None, exc: BaseException, prefix: tuple[str, ...] = ()
+) -> ConfigError:
+    where = str(path) if path else "configuration"
+    problems = list(_problems(exc, prefix))
+    return ConfigError(
+        f"{where}: invalid configuration\n  " + "\n  ".join(problems),
+        hint="see docs/configuration.md for every key and its type; "
+        "`memwarden config check FILE` re-checks the file",
+    )

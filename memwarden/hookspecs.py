@@ -1,0 +1,177 @@
+"""The whole plugin contract of memwarden, one function per extension point.
+
+A plugin is a module or object with functions marked ``@hookimpl`` whose names match the
+functions below. Argument names matter, order does not; a plugin may accept fewer arguments than
+the spec lists. Every hook is called through memwarden's plugin manager, which isolates failures:
+a plugin that raises is reported by name (``memwarden plugins``) and treated as if it had returned
+None, so every other plugin keeps working.
+
+Types are in :mod:`memwarden.core.types`. ``docs/plugins.md`` has a working example of each hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from memwarden.core.config import Config
+    from memwarden.core.providers import Provider
+    from memwarden.core.types import (
+        Action,
+        AvailableModel,
+        ContextWindow,
+        DeviceUnavailable,
+        Event,
+        MemoryEstimate,
+        MemoryPool,
+        ModelChoice,
+        ModelRef,
+        ModelRequest,
+        PressureReading,
+    )
+    from memwarden.core.warden import Warden
+
+PROJECT_NAME = "memwarden"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def detect_device(config: Config) -> Sequence[MemoryPool] | DeviceUnavailable | None:
+    """Report the memory pools this plugin can see, right now.
+
+    Called for every snapshot: by ``memwarden status`` and ``memwarden device``, and by the
+    monitor on every sample (up to ten times a second under pressure), so it must be cheap:
+    initialise libraries once, not per call.
+
+    :param config: the effective configuration; read your own section with
+        ``config.plugin_settings("<your plugin name>")``.
+    :return: the pools you measured (system RAM, each GPU, a unified pool); a
+        ``DeviceUnavailable`` naming why you see nothing (no driver, not this OS); or None when
+        the question does not concern you. Every plugin contributes; the snapshot holds all pools.
+        Two plugins must not report the same pool ``id``.
+    """
+
+
+@hookspec(firstresult=True)
+def estimate_model_size(
+    model: ModelRef, context_tokens: int, options: dict[str, Any]
+) -> MemoryEstimate | None:
+    """Estimate the memory a model takes when loaded with a given context length.
+
+    Called by ``memwarden estimate`` and ``fit``, and by the governor before it loads a model or
+    plans evictions.
+
+    :param model: the model as the user named it (provider model name and/or file path).
+    :param context_tokens: context length per sequence, in tokens.
+    :param options: runtime options that change the answer, all optional: ``kv_type`` ("f16",
+        "q8_0", "q4_0", ...), ``parallel`` (sequences), ``batch_tokens``, ``gpu_layers``,
+        ``pool_id``, ``metadata`` (a provider's model info when the file is not reachable).
+    :return: a ``MemoryEstimate`` with its breakdown, or None when you cannot size this model.
+        **First result wins.** Precise estimators (reading the model file) mark themselves
+        ``tryfirst=True``; heuristics ``trylast=True``.
+    """
+
+
+@hookspec
+def on_pressure(reading: PressureReading, warden: Warden) -> Sequence[Action] | None:
+    """Propose actions that would relieve memory pressure.
+
+    Called by the governor when the pressure level changes and while it stays above NORMAL, and
+    by ``memwarden plan`` for a dry run. Strategies only propose: the core orders all proposals
+    (cheapest that relieves the pressure first), executes them one at a time, measures again, and
+    stops once pressure is relieved.
+
+    :param reading: the pressure level per pool and overall, with the snapshot behind it.
+    :param warden: the running core: ``warden.providers()``, ``warden.loaded_models()``,
+        ``warden.config``.
+    :return: a list of ``Action`` (each with the bytes it expects to free and its cost), or None.
+        Every strategy contributes.
+    """
+
+
+@hookspec(firstresult=True)
+def compress_context(window: ContextWindow, budget_tokens: int) -> ContextWindow | None:
+    """Make a conversation fit in fewer tokens.
+
+    Called when a managed session's context must shrink (a smaller context after a reload, or a
+    ``compress-context`` action under pressure).
+
+    :param window: the messages as they are; ``pinned`` messages must be kept.
+    :param budget_tokens: the most tokens the result may hold.
+    :return: a ``ContextWindow`` of at most ``budget_tokens`` tokens, or None if you cannot.
+        **First result wins.**
+    """
+
+
+@hookspec
+def persist_state(kind: str, record: Any, config: Config) -> None:
+    """Store a record of memwarden's state or history.
+
+    Called for every event, pressure sample and usage record the core wants kept, unless
+    ``[state] enabled = false``.
+
+    :param kind: what the record is: "event", "reading", "usage", "load".
+    :param record: an attrs instance from :mod:`memwarden.core.types` (unstructure it with
+        ``memwarden.core.serialize.to_data``).
+    :param config: the effective configuration (``config.state`` says where state lives).
+    :return: nothing. Every persistence plugin receives every record.
+    """
+
+
+@hookspec(firstresult=True)
+def pick_model(request: ModelRequest, candidates: Sequence[AvailableModel]) -> ModelChoice | None:
+    """Choose which model should serve a request.
+
+    Called when a caller asks memwarden for "a model for this" rather than naming one.
+
+    :param request: what the caller needs (task, minimum context, preferences).
+    :param candidates: the models that fit in memory right now, across providers.
+    :return: a ``ModelChoice`` with the reasons, or None to leave the choice to others.
+        **First result wins.**
+    """
+
+
+@hookspec
+def register_providers(register: Callable[[Provider], None], config: Config) -> None:
+    """Register the model runtimes this plugin drives.
+
+    Called once when the warden starts. Call ``register(provider)`` for each runtime (an
+    instance of :class:`memwarden.core.providers.Provider`); registering is cheap, so do not
+    contact the runtime here.
+
+    :param register: the callback; a second provider with a name already taken is an error.
+    :param config: the effective configuration.
+    :return: nothing. Every plugin may register providers.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``memwarden`` command line.
+
+    Called once when the CLI starts, before arguments are parsed.
+
+    :param cli: the top-level click group; use ``@cli.command()``.
+    :return: nothing.
+    """
+
+
+@hookspec
+def on_event(event: Event, warden: Warden) -> None:
+    """React to something that happened: a pressure level change, an action taken or failed,
+    a plugin failure.
+
+    Called for every event, after it is logged and before it is persisted. Use it for
+    notifications or metrics. Keep it fast: it runs on the governor's thread.
+
+    :param event: what happened.
+    :param warden: the running core.
+    :return: nothing. Every plugin is called.
+    """

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import psutil
+
+
+def test_status_shows_the_real_ram_and_a_pressure_level(run_cli):
+    result = run_cli("status", "--json")
+    assert result.exit_code == 0
+    data = result.json()
+    [system] = [p for p in data["pools"] if p["id"] == "system"]
+    assert system["total_bytes"] > 0
+    assert system["total_bytes"] <= psutil.virtual_memory().total
+    assert data["pressure"] in {"NORMAL", "WARNING", "CRITICAL", "EMERGENCY"}
+
+
+def test_status_says_no_provider_is_reachable(run_cli):
+    result = run_cli("status")
+    assert result.exit_code == 0
+    assert "Pressure:" in result.stdout
+    assert "Providers: none reachable" in result.stdout
+
+
+def test_plugins_lists_builtins(run_cli):
+    result = run_cli("plugins", "--json")
+    names = {p["name"] for p in result.json()}
+    assert {"system", "sqlite-state"} <= names
+
+
+def test_unknown_plugin_in_env_exits_2(run_cli, monkeypatch):
+    monkeypatch.setenv("MEMWARDEN_PLUGINS", "builtins,nvidai")
+    result = run_cli("status")
+    assert result.exit_code == 2
+    assert "unknown plugin 'nvidai'" in result.stderr

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from memwarden.core.config import ByteSize, PressureConfig
+from memwarden.core.pressure import evaluate, pool_pressure
+from memwarden.core.types import DeviceSnapshot, MemoryPool, PoolKind, PressureLevel
+
+GIB = 2**30
+
+
+def ram(used_percent: float, total: int = 16 * GIB) -> MemoryPool:
+    available = int(total * (1 - used_percent / 100))
+    return MemoryPool(
+        id="system",
+        kind=PoolKind.SYSTEM,
+        name="RAM",
+        total_bytes=total,
+        available_bytes=available,
+        used_bytes=total - available,
+        source="test",
+    )
+
+
+def test_levels_follow_the_default_thresholds():
+    config = PressureConfig()
+    assert pool_pressure(ram(50), config).level is PressureLevel.NORMAL
+    assert pool_pressure(ram(71), config).level is PressureLevel.WARNING
+    assert pool_pressure(ram(86), config).level is PressureLevel.CRITICAL
+    assert pool_pressure(ram(96), config).level is PressureLevel.EMERGENCY
+
+
+def test_free_memory_floor_raises_the_level_to_critical():
+    config = PressureConfig(min_free=ByteSize(4 * GIB))
+    assert pool_pressure(ram(80), config).level is PressureLevel.CRITICAL
+
+
+def test_hysteresis_holds_a_level_until_usage_falls_clearly():
+    config = PressureConfig()
+    assert pool_pressure(ram(84), config, PressureLevel.CRITICAL).level is PressureLevel.CRITICAL
+    assert pool_pressure(ram(81), config, PressureLevel.CRITICAL).level is PressureLevel.WARNING
+
+
+def test_overall_level_is_the_worst_pool_and_the_managed_cap():
+    config = PressureConfig(max_managed_memory=ByteSize(10 * GIB))
+    snapshot = DeviceSnapshot(pools=(ram(10),))
+    assert evaluate(snapshot, config, managed_bytes=GIB).level is PressureLevel.NORMAL
+    over = evaluate(snapshot, config, managed_bytes=11 * GIB)
+    assert over.level is PressureLevel.EMERGENCY
+    assert any("max_managed_memory" in r for r in over.reasons)
