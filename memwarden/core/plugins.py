@@ -37,6 +37,9 @@ BUILTINS_TOKEN = "builtins"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("system", "memwarden.plugins.system"),
     ("sqlite-state", "memwarden.plugins.sqlite_state"),
+    ("nvidia", "memwarden.plugins.nvidia"),
+    ("apple", "memwarden.plugins.apple"),
+    ("amd", "memwarden.plugins.amd"),
 )
 
 BUILTIN = "built-in"
