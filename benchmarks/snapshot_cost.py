@@ -78,10 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", dest="json_path", help="also write the rows to this file")
     args = parser.parse_args(argv)
     rows = measure(args.calls)
-    print(f"Snapshot cost, {args.calls} calls each ({sys.platform}, Python {sys.version.split()[0]})")
+    print(
+        f"Snapshot cost, {args.calls} calls each ({sys.platform}, Python {sys.version.split()[0]})"
+    )
     print(f"{'PLUGIN':<20} {'MEDIAN us':>10} {'P99 us':>10}  RESULT")
     for row in rows:
-        print(f"{row['plugin']:<20} {row['median_us']:>10.1f} {row['p99_us']:>10.1f}  {row['result']}")
+        print(
+            f"{row['plugin']:<20} {row['median_us']:>10.1f} {row['p99_us']:>10.1f}  {row['result']}"
+        )
     if args.json_path:
         with open(args.json_path, "w") as handle:
             json.dump(rows, handle, indent=2)

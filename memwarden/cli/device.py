@@ -72,9 +72,8 @@ def device(app: AppContext, as_json: bool) -> None:
         if pool.oom_kills:
             notes.append(f"{pool.oom_kills} OOM kills")
         if pool.swap_total_bytes:
-            notes.append(
-                f"swap {format_bytes(pool.swap_used_bytes)} of {format_bytes(pool.swap_total_bytes)}"
-            )
+            used, total = pool.swap_used_bytes, pool.swap_total_bytes
+            notes.append(f"swap {format_bytes(used)} of {format_bytes(total)}")
         if notes:
             out.line(f"  {pool.id}: " + ", ".join(notes))
     if snapshot.unavailable:

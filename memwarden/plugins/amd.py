@@ -46,7 +46,9 @@ def find_cards(root: Path) -> list[Card]:
     drm = root / DRM
     cards = []
     try:
-        entries = sorted(drm.iterdir(), key=lambda p: int(p.name[4:]) if _CARD.match(p.name) else -1)
+        entries = sorted(
+            drm.iterdir(), key=lambda p: int(p.name[4:]) if _CARD.match(p.name) else -1
+        )
     except OSError:
         return []
     for entry in entries:

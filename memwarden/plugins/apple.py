@@ -1,10 +1,10 @@
 """Apple Silicon unified memory: one pool that the CPU and the GPU share.
 
 On arm64 macOS, RAM and "VRAM" are the same memory, so this plugin reports exactly one pool
-(id "unified") and the ``system`` plugin stays silent. The numbers come from three commands,
-run with a short timeout:
+(id "unified") and the ``system`` plugin stays silent. The numbers come from two commands, run
+with a short timeout:
 
-- ``sysctl -n hw.memsize iogpu.wired_limit_mb kern.memorystatus_vm_pressure_level``: the RAM
+- ``sysctl hw.memsize iogpu.wired_limit_mb kern.memorystatus_vm_pressure_level``: the RAM
   size, the GPU wired-memory limit when an administrator set one (0 means the default), and
   the kernel's own pressure verdict (1 normal, 2 warn, 4 critical);
 - ``vm_stat``: page counts, from which available memory is computed.
@@ -32,7 +32,8 @@ POOL_ID = "unified"
 COMMAND_TIMEOUT_S = 2.0
 GIB = 1024**3
 
-# kern.memorystatus_vm_pressure_level (xnu's kVMPressure* levels).
+# kern.memorystatus_vm_pressure_level returns xnu's dispatch levels, not its internal enum:
+# bsd/kern/kern_memorystatus_notify.c, convert_internal_pressure_level_to_dispatch_level().
 PRESSURE_LEVELS = {1: "normal", 2: "warning", 4: "critical"}
 
 SYSCTL_KEYS = ("hw.memsize", "iogpu.wired_limit_mb", "kern.memorystatus_vm_pressure_level")
@@ -91,34 +92,31 @@ def parse_vm_stat(text: str) -> tuple[int, dict[str, int]]:
 def available_bytes(page_size: int, counts: Mapping[str, int]) -> int:
     """Memory a new allocation can get without compressing or swapping anyone's data.
 
-    Free pages, plus pages macOS drops without writing them anywhere: inactive and speculative
-    pages (file cache, mostly; inactive anonymous pages among them would be compressed first,
-    which is cheap on Apple Silicon) and purgeable pages (caches that apps marked disposable).
-    vm_stat lists purgeable pages apart but they also sit on the active or inactive queue, so
-    only the purgeable pages on the active queue are new; we cannot tell which, and count
-    purgeable only up to the active pages. Wired, active and compressed pages are not available.
+    That is free pages, plus file-backed pages (the file cache: clean ones are dropped, never
+    written anywhere; speculative read-ahead pages are among them), plus purgeable pages (memory
+    that apps marked disposable). These three do not overlap: vm_stat prints "Pages free"
+    without the speculative pages, and purgeable pages are anonymous, never file-backed. It is
+    what Activity Monitor leaves out of "Memory Used" (app memory is anonymous minus purgeable).
+    Inactive anonymous pages are not counted: taking them means compressing someone's data.
+    Without a "File-backed pages" line (very old vm_stat) fall back to free + speculative +
+    inactive.
     """
     free = counts.get("Pages free", 0)
-    inactive = counts.get("Pages inactive", 0)
-    speculative = counts.get("Pages speculative", 0)
-    purgeable = min(counts.get("Pages purgeable", 0), counts.get("Pages active", 0))
-    return (free + inactive + speculative + purgeable) * page_size
+    if "File-backed pages" in counts:
+        reclaimable = counts["File-backed pages"] + counts.get("Pages purgeable", 0)
+    else:
+        reclaimable = counts.get("Pages speculative", 0) + counts.get("Pages inactive", 0)
+    return (free + reclaimable) * page_size
 
 
-def parse_sysctl(text: str, keys: Sequence[str] = SYSCTL_KEYS) -> dict[str, int]:
-    """Values of ``sysctl -n KEY...`` (one per line, in order) or ``sysctl KEY...`` (``key:
-    value`` lines). A key the kernel lacks is simply missing."""
+def parse_sysctl(text: str) -> dict[str, int]:
+    """Integer values from ``sysctl KEY...`` output (``key: value`` lines). A key this macOS
+    does not know (``iogpu.wired_limit_mb`` before macOS 14) is simply missing."""
     values: dict[str, int] = {}
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if lines and all(":" in line for line in lines):
-        for line in lines:
-            key, _, value = line.partition(":")
-            if value.strip().lstrip("-").isdigit():
-                values[key.strip()] = int(value)
-        return values
-    for key, line in zip(keys, lines, strict=False):
-        if line.lstrip("-").isdigit():
-            values[key] = int(line)
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip().lstrip("-").isdigit():
+            values[key.strip()] = int(value)
     return values
 
 
@@ -173,11 +171,10 @@ def run_command(argv: Sequence[str]) -> str:
     return completed.stdout
 
 
-def read(runner: Runner = run_command) -> AppleReading:
-    values = parse_sysctl(runner(["/usr/sbin/sysctl", "-n", *SYSCTL_KEYS]))
-    if "hw.memsize" not in values:
-        # -n lines shift when a key is missing (an older macOS without iogpu): ask by name.
-        values = parse_sysctl(runner(["/usr/sbin/sysctl", *SYSCTL_KEYS]))
+def read(runner: Runner | None = None) -> AppleReading:
+    runner = runner or run_command
+    # Named output, not -n: with -n an unknown key would shift every later value by a line.
+    values = parse_sysctl(runner(["/usr/sbin/sysctl", *SYSCTL_KEYS]))
     if "hw.memsize" not in values:
         raise ValueError("sysctl did not report hw.memsize")
     page_size, counts = parse_vm_stat(runner(["/usr/bin/vm_stat"]))
@@ -202,4 +199,3 @@ def detect_device(config: Config) -> list[MemoryPool] | DeviceUnavailable:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return DeviceUnavailable(source=NAME, reason=f"cannot read memory statistics: {exc}")
     return [build_pool(reading)]
-

@@ -9,6 +9,7 @@ unavailable with the reason; it never raises.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import threading
 import time
@@ -132,10 +133,9 @@ def shutdown() -> None:
     with _lock:
         current, _session, _failure = _session, None, None
         if current is not None:
-            try:
+            # NVMLError: the driver went away first; there is nothing left to release.
+            with contextlib.suppress(current.nvml.NVMLError):
                 current.nvml.nvmlShutdown()
-            except current.nvml.NVMLError:
-                pass  # the driver went away first; nothing left to release
 
 
 def _memory(nvml: ModuleType, gpu: Gpu) -> tuple[int, int, int]:
