@@ -200,6 +200,12 @@ def test_v1_unlimited_cgroup_of_this_machine_reports_the_host_memory():
 # -- without cgroups, and when files go missing -------------------------------------------------
 
 
+def test_cgroup_path_outside_the_namespace_means_the_mount_top(copy_of):
+    root = copy_of("cgroup_v2_container")
+    (root / "proc/self/cgroup").write_text("0::/../../system.slice/docker-1.scope\n")
+    assert pool_at(root).total_bytes == 8 * GIB
+
+
 def test_without_proc_self_cgroup_the_host_memory_is_reported(copy_of):
     root = copy_of("cgroup_v2_container")
     (root / "proc/self/cgroup").unlink()

@@ -181,9 +181,11 @@ def _own_directory(root: Path, mount: CgroupMount, own_path: str) -> Path:
     relative = own_path
     if mount.hierarchy_root != "/" and own_path.startswith(mount.hierarchy_root):
         relative = own_path[len(mount.hierarchy_root) :]
+    # Inside a cgroup namespace /proc/self/cgroup may name a path the mount does not show (or
+    # one above it, "/../.."); the mount's own top is then our cgroup.
+    if ".." in Path(relative).parts:
+        return mount_dir
     candidate = _under(mount_dir, relative)
-    # Inside a cgroup namespace /proc/self/cgroup may name a path the mount does not show; the
-    # mount's own top is then our cgroup.
     return candidate if candidate.is_dir() else mount_dir
 
 
