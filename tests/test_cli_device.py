@@ -78,3 +78,10 @@ def test_status_uses_the_same_cgroup_limited_pool(run_cli, container_config):
     result = run_cli("--config", str(container_config), "status", "--json")
     [pool] = [p for p in result.json()["pools"] if p["id"] == "system"]
     assert pool["total_bytes"] == 8 * GIB
+
+
+def test_plugins_lists_the_four_device_plugins(run_cli):
+    plugins = {p["name"]: p for p in run_cli("plugins", "--json").json()}
+    for name in ("system", "nvidia", "apple", "amd"):
+        assert plugins[name]["state"] == "enabled"
+        assert plugins[name]["hooks"] == ["detect_device"]

@@ -13,7 +13,6 @@ import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -96,7 +95,7 @@ def _start(nvml: ModuleType) -> Session:
     return Session(nvml=nvml, gpus=gpus, driver_version=driver)
 
 
-def session(importer: Callable[[str], ModuleType] = importlib.import_module) -> Session | str:
+def session() -> Session | str:
     """The NVML session, started on first use; or why there is none."""
     global _session, _failure, _atexit_registered
     with _lock:
@@ -105,7 +104,7 @@ def session(importer: Callable[[str], ModuleType] = importlib.import_module) -> 
         if _failure is not None and time.monotonic() - _failure[0] < RETRY_AFTER_S:
             return _failure[1]
         try:
-            nvml = importer("pynvml")
+            nvml = importlib.import_module("pynvml")
         except ImportError:
             reason = f"the nvidia-ml-py package (pynvml) is not installed; {INSTALL_HINT}"
             _failure = (time.monotonic(), reason)
