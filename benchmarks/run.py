@@ -1,7 +1,7 @@
 """Run every benchmark script in this folder, one after the other, each printing its table.
 
-    make bench                         # all of them
-    .venv/bin/python benchmarks/run.py snapshot_cost governor   # some of them
+make bench                         # all of them
+.venv/bin/python benchmarks/run.py snapshot_cost governor   # some of them
 """
 
 from __future__ import annotations
