@@ -37,6 +37,9 @@ BUILTINS_TOKEN = "builtins"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("system", "memwarden.plugins.system"),
     ("sqlite-state", "memwarden.plugins.sqlite_state"),
+    ("ollama", "memwarden.plugins.ollama"),
+    ("lmstudio", "memwarden.plugins.lmstudio"),
+    ("llamacpp", "memwarden.plugins.llamacpp"),
 )
 
 BUILTIN = "built-in"
