@@ -15,6 +15,12 @@ from memwarden.core.errors import ProviderError
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 
 
+def same_model(name: str, wanted: str) -> bool:
+    """Whether a provider's model name is the one a user wrote: Ollama names carry a tag, and
+    "llama3.2" means "llama3.2:latest" there, as it does in Ollama itself."""
+    return name == wanted or name == f"{wanted}:latest" or wanted == f"{name}:latest"
+
+
 class Provider(abc.ABC):
     """A model runtime. Methods may raise :class:`memwarden.core.errors.ProviderUnavailable`,
     :class:`~memwarden.core.errors.ModelNotFound` or :class:`~memwarden.core.errors.ProviderError`;

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import attrs
 
+from memwarden.core.providers import same_model
 from memwarden.core.types import GenerateResult, UsageRecord
 
 
@@ -44,7 +45,7 @@ class UsageTracker:
             return sum(
                 count
                 for (p, m), count in self._in_flight.items()
-                if m == model and (provider is None or p == provider)
+                if same_model(m, model) and (provider is None or p == provider)
             )
 
     def last_used(self, model: str, provider: str) -> float | None:

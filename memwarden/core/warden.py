@@ -21,7 +21,7 @@ from memwarden.core.errors import (
     ProviderError,
 )
 from memwarden.core.plugins import Plugins
-from memwarden.core.providers import Provider
+from memwarden.core.providers import Provider, same_model
 from memwarden.core.types import (
     AvailableModel,
     DeviceSnapshot,
@@ -41,11 +41,6 @@ from memwarden.core.types import (
 from memwarden.core.usage import UsageTracker
 
 log = logging.getLogger("memwarden")
-
-
-def _same_model(name: str, wanted: str) -> bool:
-    """Ollama names carry a tag; "llama3.2" means "llama3.2:latest" as it does in Ollama."""
-    return name == wanted or name == f"{wanted}:latest"
 
 
 # A provider that has not answered by then is reported unreachable; the others are not held up.
@@ -196,7 +191,7 @@ class Warden:
             p
             for p, models in self._each_provider("available_models")
             if not isinstance(models, BaseException)
-            and any(_same_model(m.name, model) or m.gguf_path == model for m in models)
+            and any(same_model(m.name, model) or m.gguf_path == model for m in models)
         ]
         offering.sort(key=lambda p: p.fallback)
         if not offering:
@@ -226,7 +221,7 @@ class Warden:
             m
             for m in self.loaded_models()
             if (provider is None or m.provider == provider)
-            and (_same_model(m.name, model) or m.instance_id == model)
+            and (same_model(m.name, model) or m.instance_id == model)
         ]
         if not matches:
             raise ModelNotFound(
