@@ -182,3 +182,15 @@ def test_host_in_config_wins_over_ollama_host(monkeypatch):
 
 def test_normalise_host_keeps_scheme_and_path():
     assert normalise_host("https://box.example/ollama/") == "https://box.example:443/ollama"
+
+
+def test_a_server_found_down_is_not_retried_again_at_once():
+    down = OllamaProvider(
+        OllamaOptions(host=f"127.0.0.1:{_closed_port()}", retries=3, retry_backoff_s=0.2)
+    )
+    with pytest.raises(ProviderUnavailable):
+        down.loaded_models()
+    started = time.monotonic()
+    with pytest.raises(ProviderUnavailable):
+        down.loaded_models()
+    assert time.monotonic() - started < 0.2

@@ -86,7 +86,7 @@ class LMStudioProvider(Provider):
             for client in client_box:
                 client.close()
             raise ProviderUnavailable(
-                f"lmstudio at {self.host}: no answer to {action} within {timeout_s:g} s",
+                f"lmstudio ({self.host}): no answer to {action} within {timeout_s:g} s",
                 hint="LM Studio is busy or hung; raise [plugins.lmstudio] timeout_s if it is "
                 "only slow",
             )
@@ -95,7 +95,7 @@ class LMStudioProvider(Provider):
         return outcome["result"]
 
     def _map_error(self, action: str, model: str | None, exc: BaseException) -> MemwardenError:
-        where = f"lmstudio at {self.host}"
+        where = f"lmstudio ({self.host})"
         if isinstance(exc, MemwardenError):
             return exc
         if isinstance(exc, lmstudio.LMStudioModelNotFoundError):
@@ -211,7 +211,7 @@ class LMStudioProvider(Provider):
             ]
             if not targets:
                 raise ModelNotFound(
-                    f"lmstudio at {self.host}: no loaded instance of {model!r}",
+                    f"lmstudio ({self.host}): no loaded instance of {model!r}",
                     hint="`memwarden models` lists the loaded instances and their identifiers",
                 )
             for session, target in targets:

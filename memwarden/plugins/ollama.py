@@ -29,6 +29,7 @@ from memwarden.hookspecs import hookimpl
 T = TypeVar("T")
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
+REFUSED_MEMORY_S = 10.0
 _START_HINT = "start Ollama (`ollama serve`), or point [plugins.ollama] host or $OLLAMA_HOST at it"
 
 
@@ -69,6 +70,9 @@ class OllamaProvider(Provider):
         self.host = normalise_host(
             self.options.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
         )
+        # After a refused connection, retries are skipped for a while: a server that is plainly
+        # down must not cost every listing the whole backoff.
+        self._refused_at: float | None = None
 
     def _client(self, timeout_s: float) -> ollama.Client:
         return ollama.Client(host=self.host, timeout=timeout_s)
@@ -84,22 +88,28 @@ class OllamaProvider(Provider):
     ) -> T:
         """Run one client call, mapping every failure to a memwarden error."""
         timeout_s = timeout_s if timeout_s is not None else self.options.timeout_s
-        attempts = 1 + (self.options.retries if idempotent else 0)
+        recently_refused = (
+            self._refused_at is not None and time.monotonic() - self._refused_at < REFUSED_MEMORY_S
+        )
+        attempts = 1 + (self.options.retries if idempotent and not recently_refused else 0)
         for attempt in range(attempts):
             try:
                 with self._client(timeout_s) as client:
-                    return call(client)
+                    answer = call(client)
+                self._refused_at = None
+                return answer
             except (ConnectionError, httpx.ConnectError, httpx.RemoteProtocolError) as exc:
                 if attempt + 1 < attempts:
                     time.sleep(self.options.retry_backoff_s * 2**attempt)
                     continue
+                self._refused_at = time.monotonic()
                 raise ProviderUnavailable(
-                    f"ollama at {self.host}: not reachable ({_connection_reason(exc)})",
+                    f"ollama ({self.host}): not reachable ({_connection_reason(exc)})",
                     hint=_START_HINT,
                 ) from None
             except httpx.TimeoutException:
                 raise ProviderUnavailable(
-                    f"ollama at {self.host}: no answer to {action} within {timeout_s:g} s",
+                    f"ollama ({self.host}): no answer to {action} within {timeout_s:g} s",
                     hint="the server is overloaded or hung; raise [plugins.ollama] timeout_s "
                     "if it is only slow",
                 ) from None
@@ -107,13 +117,13 @@ class OllamaProvider(Provider):
                 raise self._response_error(action, model, exc) from None
             except (json.JSONDecodeError, pydantic.ValidationError, TypeError) as exc:
                 raise ProviderError(
-                    f"ollama at {self.host}: answered {action} with malformed JSON "
+                    f"ollama ({self.host}): answered {action} with malformed JSON "
                     f"({type(exc).__name__}: {_first_line(exc)})",
                     hint="check that Ollama, and not another program, listens on that port",
                 ) from None
             except httpx.HTTPError as exc:
                 raise ProviderUnavailable(
-                    f"ollama at {self.host}: {action} failed: {exc}", hint=_START_HINT
+                    f"ollama ({self.host}): {action} failed: {exc}", hint=_START_HINT
                 ) from None
         raise AssertionError("unreachable")
 
@@ -122,11 +132,11 @@ class OllamaProvider(Provider):
     ) -> ProviderError | ModelNotFound:
         if exc.status_code == 404:
             return ModelNotFound(
-                f"ollama at {self.host}: model {model!r} not found ({exc.error})",
+                f"ollama ({self.host}): model {model!r} not found ({exc.error})",
                 hint=f"`ollama pull {model}`, or pick one from `memwarden models`",
             )
         return ProviderError(
-            f"ollama at {self.host}: {action} failed: {exc.error} (HTTP {exc.status_code})",
+            f"ollama ({self.host}): {action} failed: {exc.error} (HTTP {exc.status_code})",
             hint="the message above is Ollama's own; `memwarden status` shows free memory",
         )
 
@@ -147,7 +157,7 @@ class OllamaProvider(Provider):
             return ProviderStatus(
                 name=self.name,
                 reachable=False,
-                reason=f"ollama at {self.host}: unexpected answer to /api/version ({exc})",
+                reason=f"ollama ({self.host}): unexpected answer to /api/version ({exc})",
             )
         return ProviderStatus(name=self.name, reachable=True, version=found)
 
@@ -200,7 +210,7 @@ class OllamaProvider(Provider):
             if loaded.name in (model, f"{model}:latest"):
                 return loaded
         raise ProviderError(
-            f"ollama at {self.host}: loaded {model!r}, but /api/ps does not list it",
+            f"ollama ({self.host}): loaded {model!r}, but /api/ps does not list it",
             hint="its keep-alive may have expired at once; give a longer --keep-alive",
         )
 
