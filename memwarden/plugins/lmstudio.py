@@ -71,13 +71,17 @@ class LMStudioProvider(Provider):
         client_box: list[lmstudio.Client] = []
 
         def run() -> None:
+            client = lmstudio.Client(self.host)
+            client_box.append(client)
             try:
-                client = lmstudio.Client(self.host)
-                client_box.append(client)
                 with client:
                     outcome["result"] = call(client)
             except BaseException as exc:
                 outcome["error"] = exc
+            finally:
+                # `with` closes only a client whose probe succeeded; close the others too, or
+                # their websocket threads stay behind.
+                client.close()
 
         thread = threading.Thread(target=run, name=f"lmstudio-{action}", daemon=True)
         thread.start()
@@ -145,7 +149,8 @@ class LMStudioProvider(Provider):
                 family=m.info.architecture,
                 parameters=m.info.params_string,
                 max_context_tokens=getattr(m.info, "max_context_length", None),
-                gguf_path=None,  # a path inside LM Studio's models folder, not on this machine's
+                # LM Studio reports a path inside its own models folder, not a usable file path.
+                gguf_path=None,
             )
             for m in downloaded
         ]

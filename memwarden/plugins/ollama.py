@@ -143,9 +143,9 @@ class OllamaProvider(Provider):
     # -- the contract ----------------------------------------------------------------------
 
     def status(self) -> ProviderStatus:
-        def version(client: ollama.Client) -> str:
-            # The client has no call for /api/version; its httpx client has the host and timeout.
-            response = client._client.get("/api/version")
+        def version(_: ollama.Client) -> str:
+            # The client has no call for /api/version.
+            response = httpx.get(f"{self.host}/api/version", timeout=self.options.timeout_s)
             response.raise_for_status()
             return str(response.json()["version"])
 
