@@ -126,3 +126,27 @@ def test_generate_records_its_usage(run_cli, config, tmp_path):
     assert (row["model"], row["provider"], row["success"]) == ("llama3.2", "ollama", 1)
     assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 12)
     assert row["latency_s"] > 0
+
+
+def test_the_embedded_runtime_is_reachable_when_ollama_and_lm_studio_are_down(
+    run_cli, write_config, tmp_path, monkeypatch
+):
+    path = write_config(
+        f"""
+[plugins.ollama]
+host = "127.0.0.1:{_closed_port()}"
+retries = 0
+
+[plugins.lmstudio]
+host = "127.0.0.1:{_closed_port()}"
+
+[plugins.llamacpp]
+models_dir = "{tmp_path}"
+"""
+    )
+    monkeypatch.setenv("MEMWARDEN_CONFIG", str(path))
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    result = run_cli("status")
+    assert "Providers: llamacpp" in result.stdout
+    available = run_cli("models", "--json").json()["available"]
+    assert [(m["provider"], m["name"]) for m in available] == [("llamacpp", "tiny")]
