@@ -41,6 +41,8 @@ from wsproto.events import (
 )
 
 NOT_FOUND_CODE = "generic.noModelMatchingQuery"
+# Channel endpoint -> the FakeLMStudio method that answers it.
+CHANNELS = {"loadModel": "load", "getOrLoad": "get_or_load", "predict": "predict"}
 
 
 def _downloaded(key: str, size: int, arch: str, params: str, max_ctx: int) -> dict[str, Any]:
@@ -139,6 +141,74 @@ class FakeLMStudio:
             {"type": "success", "info": info},
         ]
 
+    def get_or_load(self, parameter: dict[str, Any]) -> list[dict[str, Any]]:
+        """``llm.model(key)``: the loaded instance of the key, or a new one."""
+        key = parameter["identifier"]
+        instance = next((i for i in self.loaded.values() if i["modelKey"] == key), None)
+        if instance is None:
+            return self.load(
+                {
+                    "modelKey": key,
+                    "loadConfigStack": parameter["loadConfigStack"],
+                    "ttlMs": parameter.get("loadTtlMs"),
+                }
+            )
+        info = {k: instance[k] for k in ("identifier", "instanceReference", "path")}
+        return [{"type": "alreadyLoaded", "info": info}]
+
+    def predict(self, parameter: dict[str, Any]) -> list[dict[str, Any]]:
+        """A completion: two fragments, then the statistics."""
+        identifier = parameter["modelSpecifier"]["query"]["identifier"]
+        instance = self.loaded.get(identifier)
+        if instance is None:
+            raise _RemoteError(_not_found(identifier))
+        max_tokens = None
+        for layer in parameter["predictionConfigStack"]["layers"]:
+            for field in layer["config"]["fields"]:
+                if field["key"] == "llm.prediction.maxPredictedTokens":
+                    max_tokens = field["value"]["value"] if field["value"]["checked"] else None
+        words = ["Paris", " is", " the", " capital", " of", " France"][:max_tokens]
+        fragments = [
+            {
+                "type": "fragment",
+                "fragment": {
+                    "content": word,
+                    "tokensCount": 1,
+                    "containsDrafted": False,
+                    "reasoningType": "none",
+                },
+            }
+            for word in words
+        ]
+        # One token per word of the prompt: enough to check that counts reach the caller.
+        prompt_tokens = sum(
+            len(part["text"].split())
+            for message in parameter["history"]["messages"]
+            for part in message["content"]
+        )
+        stats = {
+            "stopReason": "maxPredictedTokensReached" if max_tokens else "eosFound",
+            "promptTokensCount": prompt_tokens,
+            "predictedTokensCount": len(words),
+            "totalTokensCount": prompt_tokens + len(words),
+        }
+        model_info = {
+            k: v
+            for k, v in instance.items()
+            if k not in ("identifier", "instanceReference", "contextLength", "ttlMs")
+        }
+        return [
+            {"type": "promptProcessingProgress", "progress": 1.0},
+            *fragments,
+            {
+                "type": "success",
+                "stats": stats,
+                "modelInfo": model_info,
+                "loadModelConfig": {"fields": []},
+                "predictionConfig": {"fields": []},
+            },
+        ]
+
     def answer(self, namespace: str, message: dict[str, Any]) -> list[dict[str, Any]]:
         with self.lock:
             self.received.append((namespace, message))
@@ -152,10 +222,11 @@ class FakeLMStudio:
                 if result is None:
                     return [{"type": "rpcResult", "callId": call_id}]
                 return [{"type": "rpcResult", "callId": call_id, "result": result}]
-            if kind == "channelCreate" and message["endpoint"] == "loadModel":
+            if kind == "channelCreate" and message["endpoint"] in CHANNELS:
                 channel_id = message["channelId"]
+                handler = getattr(self, CHANNELS[message["endpoint"]])
                 try:
-                    sends = self.load(message["creationParameter"])
+                    sends = handler(message["creationParameter"])
                 except _RemoteError as exc:
                     return [{"type": "channelError", "channelId": channel_id, "error": exc.error}]
                 sent = [

@@ -130,3 +130,14 @@ def test_a_silent_server_times_out_within_the_configured_limit(fake):
     with pytest.raises(ProviderUnavailable, match=r"no answer to list loaded models within 0.5 s"):
         slow.loaded_models()
     assert time.monotonic() - started < 2.0
+
+
+def test_generate_answers_with_token_counts(provider):
+    result = provider.generate("gemma-3-270m-it", "The capital of France is", max_tokens=3)
+    assert result.text == "Paris is the"
+    assert (result.prompt_tokens, result.completion_tokens) == (5, 3)
+
+
+def test_generate_loads_the_model_when_no_instance_is(provider):
+    provider.generate("gemma-3-270m-it", "hello")
+    assert [m.name for m in provider.loaded_models()] == ["gemma-3-270m-it"]

@@ -28,7 +28,7 @@ from memwarden.core.errors import (
     ProviderUnavailable,
 )
 from memwarden.core.providers import Provider
-from memwarden.core.types import AvailableModel, LoadedModel, ProviderStatus
+from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.hookspecs import hookimpl
 
 T = TypeVar("T")
@@ -223,6 +223,22 @@ class LMStudioProvider(Provider):
                 session.unload(str(target.instance_id))
 
         self._call("unload", unload, model=model)
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        """A completion by the loaded instance of ``model`` (LM Studio loads it if needed)."""
+        config = {"maxTokens": max_tokens} if max_tokens else None
+
+        def complete(client: lmstudio.Client) -> GenerateResult:
+            result = client.llm.model(model).complete(prompt, config=config)
+            return GenerateResult(
+                model=model,
+                provider=self.name,
+                text=result.content,
+                prompt_tokens=result.stats.prompt_tokens_count,
+                completion_tokens=result.stats.predicted_tokens_count,
+            )
+
+        return self._call("generate", complete, model=model, timeout_s=self.options.load_timeout_s)
 
 
 @hookimpl
