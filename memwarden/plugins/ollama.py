@@ -44,7 +44,7 @@ class OllamaOptions:
     load_timeout_s: float = 600.0
     # Extra attempts for idempotent reads whose connection failed.
     retries: int = 2
-    retry_backoff_s: float = 0.2
+    retry_backoff_s: float = 0.1
 
 
 def normalise_host(host: str) -> str:
