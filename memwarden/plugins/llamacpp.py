@@ -96,6 +96,9 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -220,8 +223,11 @@ class LlamaCppProvider(Provider):
         now = time.time()
         with self._lock:
             for name, worker in list(self._workers.items()):
-                expired = worker.keep_alive_s is not None and (
-                    now - worker.last_used > worker.keep_alive_s
+                # A worker busy answering is not idle, however long the answer takes.
+                expired = (
+                    worker.keep_alive_s is not None
+                    and not worker.busy()
+                    and now - worker.last_used > worker.keep_alive_s
                 )
                 if expired or not worker.alive():
                     del self._workers[name]
