@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "memwarden.cli.plugins",
     "memwarden.cli.config",
     "memwarden.cli.device",
+    "memwarden.cli.models",
 )
 
 

@@ -60,6 +60,13 @@ class ProviderError(MemwardenError):
     code = "provider-error"
 
 
+class ModelBusy(MemwardenError):
+    """The model is serving requests made through memwarden; it is unloaded only in an
+    emergency."""
+
+    code = "model-busy"
+
+
 class ModelFileError(MemwardenError):
     """A model file (GGUF) is missing, truncated or corrupt."""
 

@@ -40,6 +40,9 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("nvidia", "memwarden.plugins.nvidia"),
     ("apple", "memwarden.plugins.apple"),
     ("amd", "memwarden.plugins.amd"),
+    ("ollama", "memwarden.plugins.ollama"),
+    ("lmstudio", "memwarden.plugins.lmstudio"),
+    ("llamacpp", "memwarden.plugins.llamacpp"),
 )
 
 BUILTIN = "built-in"

@@ -11,7 +11,14 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from memwarden.core.types import AvailableModel, LoadedModel, ProviderStatus
+from memwarden.core.errors import ProviderError
+from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
+
+
+def same_model(name: str, wanted: str) -> bool:
+    """Whether a provider's model name is the one a user wrote: Ollama names carry a tag, and
+    "llama3.2" means "llama3.2:latest" there, as it does in Ollama itself."""
+    return name == wanted or name == f"{wanted}:latest" or wanted == f"{name}:latest"
 
 
 class Provider(abc.ABC):
@@ -21,6 +28,10 @@ class Provider(abc.ABC):
 
     #: Unique, short, lower-case: "ollama", "lmstudio", "llamacpp".
     name: str
+
+    #: A fallback runtime (the embedded llama.cpp) serves a model only when no other reachable
+    #: provider offers it.
+    fallback: bool = False
 
     @abc.abstractmethod
     def status(self) -> ProviderStatus:
@@ -51,3 +62,12 @@ class Provider(abc.ABC):
     def model_metadata(self, model: str) -> Mapping[str, Any] | None:
         """The runtime's description of a model's shape, for the metadata estimator."""
         return None
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        """Answer a prompt with a loaded (or loadable) model. Calls made through memwarden are
+        counted by :class:`memwarden.core.usage.UsageTracker`; runtimes that cannot generate
+        keep this default."""
+        raise ProviderError(
+            f"provider {self.name!r} cannot generate text through memwarden",
+            hint="call the runtime directly, or use a provider that supports it",
+        )

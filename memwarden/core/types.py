@@ -169,6 +169,31 @@ class LoadedModel:
 
 
 @attrs.frozen
+class GenerateResult:
+    """What a model answered to a prompt sent through memwarden."""
+
+    model: str
+    provider: str
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@attrs.frozen
+class UsageRecord:
+    """One call made through memwarden to a model: how long it took and whether it worked."""
+
+    model: str
+    provider: str
+    started_at: float
+    latency_s: float
+    success: bool
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+
+
+@attrs.frozen
 class ProviderStatus:
     """Whether a provider answered, and if not, why."""
 

@@ -9,15 +9,25 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import attrs
+
 from memwarden.core import pressure
 from memwarden.core.config import Config, load_config
-from memwarden.core.errors import EstimateUnavailable, MemwardenError, ProviderError
+from memwarden.core.errors import (
+    EstimateUnavailable,
+    MemwardenError,
+    ModelBusy,
+    ModelNotFound,
+    ProviderError,
+)
 from memwarden.core.plugins import Plugins
-from memwarden.core.providers import Provider
+from memwarden.core.providers import Provider, same_model
 from memwarden.core.types import (
+    AvailableModel,
     DeviceSnapshot,
     DeviceUnavailable,
     Event,
+    GenerateResult,
     LoadedModel,
     MemoryEstimate,
     MemoryPool,
@@ -26,9 +36,12 @@ from memwarden.core.types import (
     PressureLevel,
     PressureReading,
     ProviderStatus,
+    UsageRecord,
 )
+from memwarden.core.usage import UsageTracker
 
 log = logging.getLogger("memwarden")
+
 
 # A provider that has not answered by then is reported unreachable; the others are not held up.
 PROVIDER_TIMEOUT_S = 5.0
@@ -45,6 +58,7 @@ class Warden:
         self.plugins = plugins if plugins is not None else Plugins(config)
         self.plugins.failure_listeners.append(self._on_plugin_failure)
         self._providers: dict[str, Provider] | None = None
+        self.usage = UsageTracker(on_record=self._on_usage)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Warden:
@@ -108,14 +122,14 @@ class Warden:
             self._providers = found
         return self._providers
 
-    def _each_provider(self, call: str) -> list[tuple[Provider, Any]]:
+    def _each_provider(self, call: str, *args: Any) -> list[tuple[Provider, Any]]:
         """Call a method on every provider at once; a slow or failing one yields an exception."""
         providers = list(self.providers().values())
         if not providers:
             return []
         results: list[tuple[Provider, Any]] = []
         pool = ThreadPoolExecutor(max_workers=len(providers), thread_name_prefix="provider")
-        futures = [(p, pool.submit(getattr(p, call))) for p in providers]
+        futures = [(p, pool.submit(getattr(p, call), *args)) for p in providers]
         for provider, future in futures:
             try:
                 results.append((provider, future.result(timeout=PROVIDER_TIMEOUT_S)))
@@ -143,8 +157,109 @@ class Warden:
             if isinstance(result, BaseException):
                 log.info("provider %s: cannot list loaded models: %s", provider.name, result)
                 continue
-            loaded.extend(result)
+            for model in result:
+                in_flight = self.usage.in_flight(model.name, provider.name)
+                if in_flight > model.requests_in_flight:
+                    model = attrs.evolve(model, requests_in_flight=in_flight)
+                loaded.append(model)
         return loaded
+
+    def available_models(self) -> list[AvailableModel]:
+        available: list[AvailableModel] = []
+        for provider, result in self._each_provider("available_models"):
+            if isinstance(result, BaseException):
+                log.info("provider %s: cannot list models: %s", provider.name, result)
+                continue
+            available.extend(result)
+        return available
+
+    def provider(self, name: str) -> Provider:
+        providers = self.providers()
+        if name not in providers:
+            raise ProviderError(
+                f"no provider is named {name!r}",
+                hint=f"registered providers: {', '.join(sorted(providers)) or 'none'}",
+            )
+        return providers[name]
+
+    def resolve(self, model: str, provider: str | None = None) -> Provider:
+        """The provider that serves ``model``: the one named, else the first reachable one
+        that offers it, fallback runtimes (the embedded llama.cpp) last."""
+        if provider is not None:
+            return self.provider(provider)
+        offering = [
+            p
+            for p, models in self._each_provider("available_models")
+            if not isinstance(models, BaseException)
+            and any(same_model(m.name, model) or m.gguf_path == model for m in models)
+        ]
+        offering.sort(key=lambda p: p.fallback)
+        if not offering:
+            raise ModelNotFound(
+                f"no reachable provider offers model {model!r}",
+                hint="`memwarden models` lists what each provider offers; name one with --provider",
+            )
+        return offering[0]
+
+    def load(
+        self,
+        model: str,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+        provider: str | None = None,
+    ) -> LoadedModel:
+        chosen = self.resolve(model, provider)
+        return chosen.load(model, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+
+    def unload(
+        self, model: str, *, provider: str | None = None, emergency: bool = False
+    ) -> list[LoadedModel]:
+        """Unload every loaded instance of ``model``; a model serving requests made through
+        memwarden is left alone unless ``emergency``. Returns what was unloaded."""
+        matches = [
+            m
+            for m in self.loaded_models()
+            if (provider is None or m.provider == provider)
+            and (same_model(m.name, model) or m.instance_id == model)
+        ]
+        if not matches:
+            raise ModelNotFound(
+                f"model {model!r} is not loaded"
+                + (f" in provider {provider!r}" if provider else ""),
+                hint="`memwarden models` lists the loaded models",
+            )
+        busy = [m for m in matches if m.requests_in_flight > 0]
+        if busy and not emergency:
+            raise ModelBusy(
+                f"model {model!r} is serving {sum(m.requests_in_flight for m in busy)} "
+                "request(s) made through memwarden",
+                hint="wait for them to finish; only an emergency unloads a busy model",
+            )
+        for loaded in matches:
+            self.provider(loaded.provider).unload(loaded.instance_id or loaded.name)
+        return matches
+
+    def in_flight(self, model: str, provider: str | None = None) -> int:
+        """Requests made through memwarden that ``model`` is serving now."""
+        return self.usage.in_flight(model, provider)
+
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        provider: str | None = None,
+        max_tokens: int | None = None,
+    ) -> GenerateResult:
+        """Send a prompt to a model through its provider, counting the call."""
+        chosen = self.resolve(model, provider)
+        with self.usage.track(chosen.name, model) as call:
+            call.result = chosen.generate(model, prompt, max_tokens=max_tokens)
+        return call.result
+
+    def _on_usage(self, record: UsageRecord) -> None:
+        self.persist("usage", record)
 
     # -- events and state ------------------------------------------------------------------
 

@@ -1,0 +1,349 @@
+"""An embedded llama.cpp runtime (``pip install 'memwarden[llamacpp]'``).
+
+Each loaded model runs in its own worker process (:mod:`memwarden.plugins.llamacpp_worker`),
+loaded without mmap, so the worker's memory is exactly what the model costs and unloading (the
+worker exits) returns all of it to the OS. Models are the GGUF files in ``models_dir`` plus
+explicit paths. It is a *fallback* provider: memwarden uses it for a model only when no other
+reachable provider offers that model, so the whole loop works on a machine without Ollama or
+LM Studio.
+
+Workers belong to the process that loaded them: they exit when it exits (atexit, and each
+worker exits when its stdin closes, which also covers a parent killed by a signal).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import select
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import platformdirs
+import psutil
+
+from memwarden.core.config import Config
+from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
+from memwarden.core.providers import Provider
+from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
+from memwarden.hookspecs import hookimpl
+
+_INSTALL_HINT = "install the extra: pip install 'memwarden[llamacpp]'"
+
+
+@attrs.frozen
+class LlamaCppOptions:
+    """``[plugins.llamacpp]``."""
+
+    # Folder of GGUF files; default: the "models" folder in memwarden's user data directory.
+    models_dir: str | None = None
+    # More GGUF files, anywhere.
+    models: tuple[str, ...] = ()
+    # Used when a load names no context length.
+    default_context_tokens: int = 2048
+    # Unload a model idle this long (None: keep it until unloaded).
+    keep_alive_s: float | None = None
+    threads: int | None = None
+    load_timeout_s: float = 300.0
+    generate_timeout_s: float = 300.0
+
+    def resolved_models_dir(self) -> Path:
+        if self.models_dir:
+            return Path(self.models_dir).expanduser()
+        return platformdirs.user_data_path("memwarden") / "models"
+
+
+def process_memory_bytes(pid: int) -> int:
+    """Memory only this process holds (USS) where the OS tells it, else its resident size."""
+    process = psutil.Process(pid)
+    try:
+        return int(process.memory_full_info().uss)
+    except (psutil.AccessDenied, AttributeError):
+        return int(process.memory_info().rss)
+
+
+class Worker:
+    """One model in one process, spoken to by JSON lines."""
+
+    def __init__(self, name: str, path: Path, keep_alive_s: float | None) -> None:
+        self.name = name
+        self.path = path
+        self.keep_alive_s = keep_alive_s
+        self.context_tokens: int | None = None
+        self.metadata: dict[str, str] = {}
+        self.last_used = time.time()
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "memwarden.plugins.llamacpp_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def request(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        with self._lock:
+            try:
+                stdin.write(json.dumps(payload) + "\n")
+                stdin.flush()
+            except (BrokenPipeError, OSError):
+                raise self._died() from None
+            ready, _, _ = select.select([stdout], [], [], timeout_s)
+            if not ready:
+                self.stop()
+                raise ProviderError(
+                    f"llamacpp: {self.name}: no answer to {payload['op']} within {timeout_s:g} s;"
+                    " the worker was stopped",
+                    hint="raise [plugins.llamacpp] load_timeout_s or generate_timeout_s",
+                )
+            line = stdout.readline()
+            if not line:
+                raise self._died()
+            self.last_used = time.time()
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise ProviderError(
+                f"llamacpp: {self.name} ({self.path}): {payload['op']} failed: {answer['error']}",
+                hint="check that the file is a GGUF model that this llama.cpp supports",
+            )
+        return answer
+
+    def _died(self) -> ProviderError:
+        code = self.process.wait(timeout=5)
+        return ProviderError(
+            f"llamacpp: the worker for {self.name} ({self.path}) exited with code {code}",
+            hint="it may have run out of memory; `memwarden status` shows what is free",
+        )
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Close stdin (the worker exits by itself), then kill it if it lingers."""
+        if self.process.stdin:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+    def as_loaded(self, provider: str) -> LoadedModel:
+        return LoadedModel(
+            name=self.name,
+            provider=provider,
+            total_bytes=process_memory_bytes(self.pid),
+            context_tokens=self.context_tokens,
+            idle_since=self.last_used,
+            expires_at=self.last_used + self.keep_alive_s if self.keep_alive_s else None,
+            pid=self.pid,
+        )
+
+
+_live_providers: weakref.WeakSet[LlamaCppProvider] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_workers() -> None:
+    for provider in list(_live_providers):
+        provider.unload_all()
+
+
+class LlamaCppProvider(Provider):
+    name = "llamacpp"
+    fallback = True
+
+    def __init__(self, options: LlamaCppOptions | None = None) -> None:
+        self.options = options or LlamaCppOptions()
+        self._workers: dict[str, Worker] = {}
+        self._lock = threading.Lock()
+        _live_providers.add(self)
+
+    def _require_runtime(self) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ProviderUnavailable(
+                "llamacpp: llama-cpp-python is not installed", hint=_INSTALL_HINT
+            )
+
+    def _files(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        folder = self.options.resolved_models_dir()
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.gguf")):
+                found.setdefault(path.stem, path.resolve())
+        for explicit in self.options.models:
+            path = Path(explicit).expanduser()
+            found.setdefault(path.stem, path.resolve())
+        return found
+
+    def _find(self, model: str) -> tuple[str, Path]:
+        as_path = Path(model).expanduser()
+        if as_path.suffix == ".gguf":
+            if not as_path.is_file():
+                raise ModelNotFound(
+                    f"llamacpp: model file {as_path} not found",
+                    hint="check the path",
+                )
+            return as_path.stem, as_path.resolve()
+        files = self._files()
+        if model not in files:
+            raise ModelNotFound(
+                f"llamacpp: no GGUF file named {model!r} in "
+                f"{self.options.resolved_models_dir()} or [plugins.llamacpp] models",
+                hint="put the .gguf file in models_dir, list it in [plugins.llamacpp] models, "
+                "or give its path",
+            )
+        return model, files[model]
+
+    def _reap(self) -> None:
+        """Drop workers that died, and unload those idle past their keep-alive."""
+        now = time.time()
+        with self._lock:
+            for name, worker in list(self._workers.items()):
+                # A worker busy answering is not idle, however long the answer takes.
+                expired = (
+                    worker.keep_alive_s is not None
+                    and not worker.busy()
+                    and now - worker.last_used > worker.keep_alive_s
+                )
+                if expired or not worker.alive():
+                    del self._workers[name]
+                    worker.stop()
+
+    # -- the contract ----------------------------------------------------------------------
+
+    def status(self) -> ProviderStatus:
+        try:
+            self._require_runtime()
+        except ProviderUnavailable as exc:
+            return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
+        version = importlib.metadata.version("llama-cpp-python")
+        return ProviderStatus(name=self.name, reachable=True, version=f"{version} (embedded)")
+
+    def available_models(self) -> list[AvailableModel]:
+        self._require_runtime()
+        return [
+            AvailableModel(
+                name=name,
+                provider=self.name,
+                size_bytes=path.stat().st_size if path.is_file() else None,
+                gguf_path=str(path),
+            )
+            for name, path in self._files().items()
+        ]
+
+    def loaded_models(self) -> list[LoadedModel]:
+        self._reap()
+        with self._lock:
+            workers = list(self._workers.values())
+        loaded = []
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                loaded.append(worker.as_loaded(self.name))
+        return loaded
+
+    def load(
+        self,
+        model: str,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+    ) -> LoadedModel:
+        self._require_runtime()
+        self._reap()
+        name, path = self._find(model)
+        n_ctx = context_tokens or self.options.default_context_tokens
+        with self._lock:
+            current = self._workers.get(name)
+        if current is not None:
+            if current.context_tokens == n_ctx:
+                return current.as_loaded(self.name)
+            self.unload(name)
+        worker = Worker(
+            name, path, keep_alive_s if keep_alive_s is not None else self.options.keep_alive_s
+        )
+        try:
+            request = {"op": "load", "path": str(path), "n_ctx": n_ctx}
+            answer = worker.request(
+                {**request, "n_threads": self.options.threads}, self.options.load_timeout_s
+            )
+        except BaseException:
+            worker.stop()
+            raise
+        worker.context_tokens = int(answer["n_ctx"])
+        worker.metadata = dict(answer.get("metadata") or {})
+        with self._lock:
+            self._workers[name] = worker
+        return worker.as_loaded(self.name)
+
+    def unload(self, model: str) -> None:
+        name = self._find(model)[0] if model.endswith(".gguf") else model
+        with self._lock:
+            worker = self._workers.pop(name, None)
+        if worker is None:
+            raise ModelNotFound(
+                f"llamacpp: {model!r} is not loaded in this process",
+                hint="embedded models live in the memwarden process that loaded them",
+            )
+        worker.stop()
+
+    def unload_all(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
+
+    def model_metadata(self, model: str) -> Mapping[str, Any] | None:
+        """The GGUF header of a loaded model, as llama.cpp read it (values are strings)."""
+        with self._lock:
+            worker = self._workers.get(model)
+        return dict(worker.metadata) if worker is not None else None
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        name = self._find(model)[0]
+        with self._lock:
+            worker = self._workers.get(name)
+        if worker is None or not worker.alive():
+            self.load(model)
+            with self._lock:
+                worker = self._workers[name]
+        answer = worker.request(
+            {"op": "generate", "prompt": prompt, "max_tokens": max_tokens},
+            self.options.generate_timeout_s,
+        )
+        return GenerateResult(
+            model=name,
+            provider=self.name,
+            text=answer["text"],
+            prompt_tokens=answer.get("prompt_tokens"),
+            completion_tokens=answer.get("completion_tokens"),
+        )
+
+
+@hookimpl
+def register_providers(register: Callable[[Provider], None], config: Config) -> None:
+    register(LlamaCppProvider(config.plugin_options("llamacpp", LlamaCppOptions)))

@@ -1,0 +1,246 @@
+"""LM Studio, through the official ``lmstudio`` SDK.
+
+Lists downloaded and loaded models, loads a new instance with a context length and a TTL, and
+unloads instances by their identifier (or every instance of a model key). LM Studio reports a
+loaded instance's file size, not its resident memory, so ``total_bytes`` is the file size.
+
+The SDK's synchronous client waits up to a minute for a silent server; each operation here runs
+in its own thread under ``timeout_s`` (``load_timeout_s`` for loads), and a late one has its
+client closed so its threads end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import httpx
+import lmstudio
+import msgspec
+
+from memwarden.core.config import Config
+from memwarden.core.errors import (
+    MemwardenError,
+    ModelNotFound,
+    ProviderError,
+    ProviderUnavailable,
+)
+from memwarden.core.providers import Provider
+from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
+from memwarden.hookspecs import hookimpl
+
+T = TypeVar("T")
+
+DEFAULT_HOST = "127.0.0.1:1234"
+_START_HINT = (
+    "start LM Studio and its API server (Developer tab, or `lms server start`), or set "
+    "[plugins.lmstudio] host"
+)
+
+
+@attrs.frozen
+class LMStudioOptions:
+    """``[plugins.lmstudio]``."""
+
+    # host:port of LM Studio's API server, without a scheme.
+    host: str = DEFAULT_HOST
+    timeout_s: float = 5.0
+    load_timeout_s: float = 600.0
+
+
+class LMStudioProvider(Provider):
+    name = "lmstudio"
+
+    def __init__(self, options: LMStudioOptions | None = None) -> None:
+        self.options = options or LMStudioOptions()
+        self.host = self.options.host.removeprefix("http://").removeprefix("ws://").rstrip("/")
+
+    def _call(
+        self,
+        action: str,
+        call: Callable[[lmstudio.Client], T],
+        *,
+        model: str | None = None,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Run one SDK operation on a fresh client under a deadline, mapping its errors."""
+        timeout_s = timeout_s if timeout_s is not None else self.options.timeout_s
+        outcome: dict[str, Any] = {}
+        client_box: list[lmstudio.Client] = []
+
+        def run() -> None:
+            client = lmstudio.Client(self.host)
+            client_box.append(client)
+            try:
+                with client:
+                    outcome["result"] = call(client)
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                # `with` closes only a client whose probe succeeded; close the others too, or
+                # their websocket threads stay behind.
+                client.close()
+
+        thread = threading.Thread(target=run, name=f"lmstudio-{action}", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            for client in client_box:
+                client.close()
+            raise ProviderUnavailable(
+                f"lmstudio ({self.host}): no answer to {action} within {timeout_s:g} s",
+                hint="LM Studio is busy or hung; raise [plugins.lmstudio] timeout_s if it is "
+                "only slow",
+            )
+        if "error" in outcome:
+            raise self._map_error(action, model, outcome["error"]) from None
+        return outcome["result"]
+
+    def _map_error(self, action: str, model: str | None, exc: BaseException) -> MemwardenError:
+        where = f"lmstudio ({self.host})"
+        if isinstance(exc, MemwardenError):
+            return exc
+        if isinstance(exc, lmstudio.LMStudioModelNotFoundError):
+            return ModelNotFound(
+                f"{where}: model {model!r} not found",
+                hint="`lms get MODEL` downloads it; `memwarden models` lists what is there",
+            )
+        if isinstance(exc, lmstudio.LMStudioServerError):
+            return ProviderError(
+                f"{where}: {action} failed: {exc}",
+                hint="the message above is LM Studio's own; `memwarden status` shows free memory",
+            )
+        if isinstance(
+            exc, msgspec.ValidationError | ValueError | KeyError | TypeError | AttributeError
+        ) or (isinstance(exc, lmstudio.LMStudioClientError) and "unexpected" in str(exc)):
+            return ProviderError(
+                f"{where}: answered {action} with malformed data ({type(exc).__name__}: {exc})",
+                hint="check that LM Studio, and not another program, listens on that port",
+            )
+        if isinstance(
+            exc,
+            lmstudio.LMStudioClientError
+            | lmstudio.LMStudioWebsocketError
+            | lmstudio.LMStudioTimeoutError
+            | httpx.HTTPError
+            | OSError,
+        ):
+            return ProviderUnavailable(f"{where}: not reachable ({exc})", hint=_START_HINT)
+        return ProviderError(f"{where}: {action} failed: {type(exc).__name__}: {exc}")
+
+    # -- the contract ----------------------------------------------------------------------
+
+    def status(self) -> ProviderStatus:
+        try:
+            self._call("greeting", lambda client: None)
+        except MemwardenError as exc:
+            return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
+        return ProviderStatus(name=self.name, reachable=True)
+
+    def available_models(self) -> list[AvailableModel]:
+        downloaded = self._call("list downloaded models", lambda c: c.list_downloaded_models())
+        return [
+            AvailableModel(
+                name=m.model_key,
+                provider=self.name,
+                size_bytes=m.info.size_bytes,
+                family=m.info.architecture,
+                parameters=m.info.params_string,
+                max_context_tokens=getattr(m.info, "max_context_length", None),
+                # LM Studio reports a path inside its own models folder, not a usable file path.
+                gguf_path=None,
+            )
+            for m in downloaded
+        ]
+
+    def _instances(self, client: lmstudio.Client) -> list[tuple[Any, LoadedModel]]:
+        """Every loaded instance, LLM or embedding model, with the session that unloads it."""
+        found = []
+        for session in (client.llm, client.embedding):
+            for handle in session.list_loaded():
+                info = handle.get_info()
+                loaded = LoadedModel(
+                    name=info.model_key,
+                    provider=self.name,
+                    total_bytes=info.size_bytes,
+                    context_tokens=getattr(info, "context_length", None),
+                    instance_id=info.identifier,
+                )
+                found.append((session, loaded))
+        return found
+
+    def _loaded(self, client: lmstudio.Client) -> list[LoadedModel]:
+        return [loaded for _, loaded in self._instances(client)]
+
+    def loaded_models(self) -> list[LoadedModel]:
+        return self._call("list loaded models", self._loaded)
+
+    def load(
+        self,
+        model: str,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+    ) -> LoadedModel:
+        options: dict[str, Any] = {}
+        if context_tokens:
+            options["config"] = {"contextLength": context_tokens}
+        if keep_alive_s is not None:
+            # LM Studio's TTL is whole seconds; a negative keep-alive means "forever".
+            options["ttl"] = None if keep_alive_s < 0 else max(1, round(keep_alive_s))
+
+        def load(client: lmstudio.Client) -> LoadedModel:
+            handle = client.llm.load_new_instance(model, **options)
+            info = handle.get_info()
+            return LoadedModel(
+                name=info.model_key,
+                provider=self.name,
+                total_bytes=info.size_bytes,
+                context_tokens=info.context_length,
+                instance_id=info.identifier,
+            )
+
+        return self._call("load", load, model=model, timeout_s=self.options.load_timeout_s)
+
+    def unload(self, model: str) -> None:
+        """Unload every instance of this model key, or the instance with this identifier."""
+
+        def unload(client: lmstudio.Client) -> None:
+            instances = self._instances(client)
+            # A model key names all its instances; LM Studio's first instance of a model also
+            # takes the key as its identifier, so the key is matched first.
+            targets = [(s, m) for s, m in instances if m.name == model] or [
+                (s, m) for s, m in instances if m.instance_id == model
+            ]
+            if not targets:
+                raise ModelNotFound(
+                    f"lmstudio ({self.host}): no loaded instance of {model!r}",
+                    hint="`memwarden models` lists the loaded instances and their identifiers",
+                )
+            for session, target in targets:
+                session.unload(str(target.instance_id))
+
+        self._call("unload", unload, model=model)
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        """A completion by the loaded instance of ``model`` (LM Studio loads it if needed)."""
+        config = {"maxTokens": max_tokens} if max_tokens else None
+
+        def complete(client: lmstudio.Client) -> GenerateResult:
+            result = client.llm.model(model).complete(prompt, config=config)
+            return GenerateResult(
+                model=model,
+                provider=self.name,
+                text=result.content,
+                prompt_tokens=result.stats.prompt_tokens_count,
+                completion_tokens=result.stats.predicted_tokens_count,
+            )
+
+        return self._call("generate", complete, model=model, timeout_s=self.options.load_timeout_s)
+
+
+@hookimpl
+def register_providers(register: Callable[[Provider], None], config: Config) -> None:
+    register(LMStudioProvider(config.plugin_options("lmstudio", LMStudioOptions)))

@@ -1,0 +1,261 @@
+"""Ollama, through the official ``ollama`` client.
+
+Loaded models come from ``/api/ps`` with their real sizes and VRAM share; a load is a generate
+call with no prompt, ``num_ctx`` and ``keep_alive``; an unload is the same with keep-alive 0.
+Every call has a timeout; idempotent reads are retried a few times with backoff when the
+connection fails, so a restarting server does not show as down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import ollama
+import pydantic
+
+from memwarden.core.config import Config
+from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
+from memwarden.core.providers import Provider
+from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
+from memwarden.hookspecs import hookimpl
+
+T = TypeVar("T")
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+REFUSED_MEMORY_S = 10.0
+_START_HINT = "start Ollama (`ollama serve`), or point [plugins.ollama] host or $OLLAMA_HOST at it"
+
+
+@attrs.frozen
+class OllamaOptions:
+    """``[plugins.ollama]``."""
+
+    # Default: $OLLAMA_HOST, then http://127.0.0.1:11434.
+    host: str | None = None
+    # For listing, showing and unloading; a load reads weights and gets load_timeout_s.
+    timeout_s: float = 5.0
+    load_timeout_s: float = 600.0
+    # Extra attempts for idempotent reads whose connection failed.
+    retries: int = 2
+    retry_backoff_s: float = 0.1
+
+
+def normalise_host(host: str) -> str:
+    """``localhost``, ``0.0.0.0:11434`` and ``http://host:port`` all name a server, as
+    OLLAMA_HOST allows; 0.0.0.0 is where a server listens, not an address to call."""
+    if "://" not in host:
+        host = f"http://{host}"
+    parts = urlsplit(host)
+    hostname = parts.hostname or "127.0.0.1"
+    if hostname == "0.0.0.0":
+        hostname = "127.0.0.1"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    port = parts.port or (443 if parts.scheme == "https" else 11434)
+    return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
+
+
+class OllamaProvider(Provider):
+    name = "ollama"
+
+    def __init__(self, options: OllamaOptions | None = None) -> None:
+        self.options = options or OllamaOptions()
+        self.host = normalise_host(
+            self.options.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        )
+        # After a refused connection, retries are skipped for a while: a server that is plainly
+        # down must not cost every listing the whole backoff.
+        self._refused_at: float | None = None
+
+    def _client(self, timeout_s: float) -> ollama.Client:
+        return ollama.Client(host=self.host, timeout=timeout_s)
+
+    def _call(
+        self,
+        action: str,
+        call: Callable[[ollama.Client], T],
+        *,
+        model: str | None = None,
+        timeout_s: float | None = None,
+        idempotent: bool = True,
+    ) -> T:
+        """Run one client call, mapping every failure to a memwarden error."""
+        timeout_s = timeout_s if timeout_s is not None else self.options.timeout_s
+        recently_refused = (
+            self._refused_at is not None and time.monotonic() - self._refused_at < REFUSED_MEMORY_S
+        )
+        attempts = 1 + (self.options.retries if idempotent and not recently_refused else 0)
+        for attempt in range(attempts):
+            try:
+                with self._client(timeout_s) as client:
+                    answer = call(client)
+                self._refused_at = None
+                return answer
+            except (ConnectionError, httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                if attempt + 1 < attempts:
+                    time.sleep(self.options.retry_backoff_s * 2**attempt)
+                    continue
+                self._refused_at = time.monotonic()
+                raise ProviderUnavailable(
+                    f"ollama ({self.host}): not reachable ({_connection_reason(exc)})",
+                    hint=_START_HINT,
+                ) from None
+            except httpx.TimeoutException:
+                raise ProviderUnavailable(
+                    f"ollama ({self.host}): no answer to {action} within {timeout_s:g} s",
+                    hint="the server is overloaded or hung; raise [plugins.ollama] timeout_s "
+                    "if it is only slow",
+                ) from None
+            except ollama.ResponseError as exc:
+                raise self._response_error(action, model, exc) from None
+            except (json.JSONDecodeError, pydantic.ValidationError, TypeError) as exc:
+                raise ProviderError(
+                    f"ollama ({self.host}): answered {action} with malformed JSON "
+                    f"({type(exc).__name__}: {_first_line(exc)})",
+                    hint="check that Ollama, and not another program, listens on that port",
+                ) from None
+            except httpx.HTTPError as exc:
+                raise ProviderUnavailable(
+                    f"ollama ({self.host}): {action} failed: {exc}", hint=_START_HINT
+                ) from None
+        raise AssertionError("unreachable")
+
+    def _response_error(
+        self, action: str, model: str | None, exc: ollama.ResponseError
+    ) -> ProviderError | ModelNotFound:
+        if exc.status_code == 404:
+            return ModelNotFound(
+                f"ollama ({self.host}): model {model!r} not found ({exc.error})",
+                hint=f"`ollama pull {model}`, or pick one from `memwarden models`",
+            )
+        return ProviderError(
+            f"ollama ({self.host}): {action} failed: {exc.error} (HTTP {exc.status_code})",
+            hint="the message above is Ollama's own; `memwarden status` shows free memory",
+        )
+
+    # -- the contract ----------------------------------------------------------------------
+
+    def status(self) -> ProviderStatus:
+        def version(_: ollama.Client) -> str:
+            # The client has no call for /api/version.
+            response = httpx.get(f"{self.host}/api/version", timeout=self.options.timeout_s)
+            response.raise_for_status()
+            return str(response.json()["version"])
+
+        try:
+            found = self._call("version", version)
+        except (ProviderUnavailable, ProviderError) as exc:
+            return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
+        except (KeyError, httpx.HTTPStatusError) as exc:
+            return ProviderStatus(
+                name=self.name,
+                reachable=False,
+                reason=f"ollama ({self.host}): unexpected answer to /api/version ({exc})",
+            )
+        return ProviderStatus(name=self.name, reachable=True, version=found)
+
+    def available_models(self) -> list[AvailableModel]:
+        listing = self._call("list", lambda client: client.list())
+        return [
+            AvailableModel(
+                name=str(m.model),
+                provider=self.name,
+                size_bytes=int(m.size) if m.size is not None else None,
+                family=m.details.family if m.details else None,
+                parameters=m.details.parameter_size if m.details else None,
+                quantization=m.details.quantization_level if m.details else None,
+            )
+            for m in listing.models
+        ]
+
+    def loaded_models(self) -> list[LoadedModel]:
+        running = self._call("ps", lambda client: client.ps())
+        return [
+            LoadedModel(
+                name=str(m.model or m.name),
+                provider=self.name,
+                total_bytes=int(m.size or 0),
+                gpu_bytes=int(m.size_vram or 0),
+                context_tokens=m.context_length or None,
+                expires_at=m.expires_at.timestamp() if m.expires_at else None,
+            )
+            for m in running.models
+        ]
+
+    def load(
+        self,
+        model: str,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+    ) -> LoadedModel:
+        options = {"num_ctx": context_tokens} if context_tokens else None
+        self._call(
+            "load",
+            lambda client: client.generate(
+                model=model, prompt="", options=options, keep_alive=keep_alive_s, stream=False
+            ),
+            model=model,
+            timeout_s=self.options.load_timeout_s,
+            idempotent=False,
+        )
+        for loaded in self.loaded_models():
+            if loaded.name in (model, f"{model}:latest"):
+                return loaded
+        raise ProviderError(
+            f"ollama ({self.host}): loaded {model!r}, but /api/ps does not list it",
+            hint="its keep-alive may have expired at once; give a longer --keep-alive",
+        )
+
+    def unload(self, model: str) -> None:
+        self._call(
+            "unload",
+            lambda client: client.generate(model=model, prompt="", keep_alive=0, stream=False),
+            model=model,
+            idempotent=False,
+        )
+
+    def model_metadata(self, model: str) -> Mapping[str, Any] | None:
+        shown = self._call("show", lambda client: client.show(model), model=model)
+        return dict(shown.modelinfo) if shown.modelinfo else None
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        options = {"num_predict": max_tokens} if max_tokens else None
+        answer = self._call(
+            "generate",
+            lambda client: client.generate(
+                model=model, prompt=prompt, options=options, stream=False
+            ),
+            model=model,
+            timeout_s=self.options.load_timeout_s,
+            idempotent=False,
+        )
+        return GenerateResult(
+            model=model,
+            provider=self.name,
+            text=answer.response,
+            prompt_tokens=answer.prompt_eval_count,
+            completion_tokens=answer.eval_count,
+        )
+
+
+def _connection_reason(exc: BaseException) -> str:
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the connection broke: {exc}"
+    return "connection refused"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+@hookimpl
+def register_providers(register: Callable[[Provider], None], config: Config) -> None:
+    register(OllamaProvider(config.plugin_options("ollama", OllamaOptions)))
