@@ -34,3 +34,13 @@ def test_unknown_plugin_in_env_exits_2(run_cli, monkeypatch):
     result = run_cli("status")
     assert result.exit_code == 2
     assert "unknown plugin 'nvidai'" in result.stderr
+
+
+def test_tables_print_data_verbatim_not_as_markup(capsys):
+    from memwarden.cli.output import Output
+
+    Output().table(None, ["MODEL"], [["[bold]qwen:1234:[/bold]"]])
+    Output().line("[plugins.system] :1234:")
+    printed = capsys.readouterr().out
+    assert "[bold]qwen:1234:[/bold]" in printed
+    assert "[plugins.system] :1234:" in printed

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from memwarden.core.errors import MemwardenError
 from memwarden.core.serialize import to_data
@@ -32,7 +33,10 @@ class Output:
         self.json = False
         # Piped output is read by grep and people alike: never fold a table to 80 columns.
         width = None if sys.stdout.isatty() else 240
-        self.console = Console(soft_wrap=True, highlight=False, width=width)
+        # Model names and reasons are data, never rich markup or emoji codes (":1234:").
+        self.console = Console(
+            soft_wrap=True, highlight=False, width=width, emoji=False, markup=False
+        )
 
     def emit_json(self, data: Any) -> None:
         click.echo(json.dumps(to_data(data), indent=2, default=str))
@@ -47,7 +51,7 @@ class Output:
         for header in headers:
             table.add_column(header, overflow="fold")
         for row in rows:
-            table.add_row(*("-" if cell is None else str(cell) for cell in row))
+            table.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
         self.console.print(table)
 
     def line(self, text: str = "") -> None:
