@@ -23,9 +23,7 @@ def test_governor_values_from_the_file_override_defaults(write_config):
         "[governor]\nmax_loaded_models = 3\ninterval_normal_s = 2\npsi_trigger = false\n"
     )
     governor = load_config(path).governor
-    assert governor == GovernorConfig(
-        max_loaded_models=3, interval_normal_s=2.0, psi_trigger=False
-    )
+    assert governor == GovernorConfig(max_loaded_models=3, interval_normal_s=2.0, psi_trigger=False)
 
 
 def test_model_policies_are_keyed_by_model_name(write_config):
@@ -60,22 +58,22 @@ def test_bad_model_policy_names_the_model_and_key(write_config):
 
 
 def test_model_policy_must_be_a_table(write_config):
-    with pytest.raises(ConfigError, match='must be a table'):
+    with pytest.raises(ConfigError, match="must be a table"):
         load_config(write_config("[models]\nllama3 = 5\n"))
 
 
 def test_unknown_governor_key_is_named(write_config):
-    with pytest.raises(ConfigError, match="governor.max_models: unknown key"):
+    with pytest.raises(ConfigError, match=r"governor\.max_models: unknown key"):
         load_config(write_config("[governor]\nmax_models = 2\n"))
 
 
 def test_max_loaded_models_must_be_positive(write_config):
-    with pytest.raises(ConfigError, match="governor.max_loaded_models: must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"governor\.max_loaded_models: must be >= 1, got 0"):
         load_config(write_config("[governor]\nmax_loaded_models = 0\n"))
 
 
 def test_psi_stall_must_fit_in_its_window(write_config):
-    with pytest.raises(ConfigError, match="psi_stall_us .* must be less than psi_window_us"):
+    with pytest.raises(ConfigError, match=r"psi_stall_us .* must be less than psi_window_us"):
         load_config(write_config("[governor]\npsi_stall_us = 3000000\n"))
 
 

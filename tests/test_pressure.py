@@ -54,11 +54,17 @@ def test_managed_cap_is_held_by_hysteresis():
     config = PressureConfig(max_managed_memory=ByteSize(10 * GIB))
     snapshot = DeviceSnapshot(pools=(ram(10),))
     held = evaluate(
-        snapshot, config, managed_bytes=int(8.4 * GIB), previous={MANAGED_CAP: PressureLevel.CRITICAL}
+        snapshot,
+        config,
+        managed_bytes=int(8.4 * GIB),
+        previous={MANAGED_CAP: PressureLevel.CRITICAL},
     )
     assert held.managed_level is PressureLevel.CRITICAL
     released = evaluate(
-        snapshot, config, managed_bytes=int(8.1 * GIB), previous={MANAGED_CAP: PressureLevel.CRITICAL}
+        snapshot,
+        config,
+        managed_bytes=int(8.1 * GIB),
+        previous={MANAGED_CAP: PressureLevel.CRITICAL},
     )
     assert released.managed_level is PressureLevel.WARNING
 

@@ -6,14 +6,13 @@ from collections.abc import Mapping
 
 from memwarden.core.config import PressureConfig
 from memwarden.core.types import (
-    LoadedModel,
     DeviceSnapshot,
+    LoadedModel,
     MemoryPool,
     PoolPressure,
     PressureLevel,
     PressureReading,
 )
-
 
 # The key under which ``evaluate(previous=...)`` remembers the level of the managed-memory cap.
 MANAGED_CAP = "max_managed_memory"
