@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "memwarden.cli.status",
     "memwarden.cli.plugins",
     "memwarden.cli.config",
+    "memwarden.cli.plan",
+    "memwarden.cli.watch",
 )
 
 

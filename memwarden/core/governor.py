@@ -194,6 +194,8 @@ class Governor:
         self.clock = clock
         self.sessions = SessionRegistry()
         self.refusing_reason: str | None = None
+        # False: observe and report levels, but take no action (`memwarden watch --dry-run`).
+        self.acting = True
         self.level = PressureLevel.NORMAL
         self.last_reading: PressureReading | None = None
         self.last_round: RoundReport | None = None
@@ -397,6 +399,15 @@ class Governor:
         """One ladder round: take the first proposal, measure, re-propose, until relieved."""
         config_pressure = self.warden.config.pressure
         needed_at_start = pressure.relief_needed(reading, config_pressure)
+        if not self.acting:
+            self._last_round_at = self.clock()
+            return RoundReport(
+                trigger=reading.level,
+                outcomes=(),
+                relieved=False,
+                level_after=reading.level,
+                needed_bytes=needed_at_start,
+            )
         attempted: set[tuple[str, str, str | None, str | None]] = set()
         outcomes: list[ActionOutcome] = []
         expected_total = 0
