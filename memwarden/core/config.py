@@ -104,9 +104,9 @@ class BudgetConfig:
     safety_margin_percent: float = _percent(10.0)
 
 
-def _seconds(default: float | None, *, minimum: float = 0.0) -> Any:
+def _seconds(default: float | None, *, minimum: float = 0.0, optional: bool = False) -> Any:
     checks = [v.instance_of(float), v.ge(minimum)]
-    validator = v.optional(checks) if default is None else checks
+    validator = v.optional(checks) if optional else checks
     return attrs.field(default=default, validator=validator)
 
 
@@ -137,7 +137,7 @@ class GovernorConfig:
         default=2_000_000, validator=[v.instance_of(int), v.ge(500_000), v.le(10_000_000)]
     )
     # Idle unload: a model unused this long may be unloaded under pressure; None: never.
-    idle_unload_after_s: float | None = _seconds(600.0)
+    idle_unload_after_s: float | None = _seconds(600.0, optional=True)
     # Shrink context: the smallest context a model is reloaded with, and the factor per step.
     min_context_tokens: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(1)])
     shrink_factor: float = attrs.field(
@@ -163,7 +163,7 @@ class ModelPolicy:
     # Never unloaded, not even in an emergency.
     critical: bool = False
     # Overrides [governor] idle_unload_after_s for this model.
-    idle_unload_after_s: float | None = _seconds(None)
+    idle_unload_after_s: float | None = _seconds(None, optional=True)
     # Overrides [governor] min_context_tokens for this model.
     min_context_tokens: int | None = attrs.field(
         default=None, validator=v.optional([v.instance_of(int), v.ge(1)])

@@ -396,7 +396,9 @@ class Governor:
         return order_actions(proposals, needed)
 
     def relieve(self, reading: PressureReading) -> RoundReport:
-        """One ladder round: take the first proposal, measure, re-propose, until relieved."""
+        """One ladder round: take the first proposal, measure, re-propose, until the level that
+        triggered the round is left (relieved), nothing is left to propose, or
+        ``max_actions_per_round`` actions were taken."""
         config_pressure = self.warden.config.pressure
         needed_at_start = pressure.relief_needed(reading, config_pressure)
         if not self.acting:
@@ -424,7 +426,9 @@ class Governor:
             outcomes.append(outcome)
             if outcome.ok:
                 expected_total += action.expected_freed_bytes
-            if current.level == PressureLevel.NORMAL:
+            # Relieved: the level that triggered this round is left. What remains of a lower
+            # level is the next round's work, with that level's (gentler) strategies.
+            if current.level < reading.level or current.level == PressureLevel.NORMAL:
                 relieved = True
                 break
             # Runtimes give memory back with a delay: once the actions taken are expected to
