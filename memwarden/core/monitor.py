@@ -158,6 +158,8 @@ class Monitor:
                             self._lose_psi(poller)
                         else:
                             self.psi_wakeups += 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
         finally:
             poller.unregister(self._wake_read)
 
