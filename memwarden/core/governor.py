@@ -202,6 +202,7 @@ class Governor:
         self._loaded: list[LoadedModel] | None = None
         self._previous: dict[str, PressureLevel] = {}
         self._priorities: dict[ModelKey, int] = {}
+        self._policy_cache: dict[tuple[int, int], ModelPolicy] = {}
         self._usage: dict[ModelKey, Usage] = {}
         self._last_round_at: float | None = None
         self._lock = threading.RLock()
@@ -231,9 +232,14 @@ class Governor:
         load() was given for this instance taking precedence."""
         policy = self.warden.config.model_policy(model.instance_id, model.name)
         priority = self._priorities.get(model_key(model))
-        if priority is not None and priority != policy.priority:
-            policy = attrs.evolve(policy, priority=priority)
-        return policy
+        if priority is None or priority == policy.priority:
+            return policy
+        # Cached: the ladder asks for every loaded model's policy several times per round.
+        cache_key = (id(policy), priority)
+        evolved = self._policy_cache.get(cache_key)
+        if evolved is None:
+            evolved = self._policy_cache[cache_key] = attrs.evolve(policy, priority=priority)
+        return evolved
 
     def set_priority(self, model: LoadedModel, priority: int) -> None:
         self._priorities[model_key(model)] = priority

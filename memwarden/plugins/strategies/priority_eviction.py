@@ -7,7 +7,7 @@ requests in flight is proposed only in an EMERGENCY (and costs 20 more).
 
 from __future__ import annotations
 
-from memwarden.core.governor import Governor, unload_action
+from memwarden.core.governor import Governor, model_key, unload_action
 from memwarden.core.types import Action, PressureLevel, PressureReading
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
@@ -22,6 +22,7 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
     governor = Governor.for_warden(warden)
     emergency = reading.level >= PressureLevel.EMERGENCY
     candidates = []
+    priorities = {}
     for model in governor.loaded_models():
         policy = governor.policy(model)
         if policy.pinned or policy.critical:
@@ -29,13 +30,14 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
         if model.requests_in_flight > 0 and not emergency:
             continue
         candidates.append(model)
+        priorities[model_key(model)] = policy.priority
     costs = governor.eviction_costs(candidates)
     return [
         unload_action(
             model,
             NAME,
-            costs[(model.provider, model.instance_id or model.name)],
-            f"relieve {reading.level} pressure (priority {governor.policy(model).priority})",
+            costs[model_key(model)],
+            f"relieve {reading.level} pressure (priority {priorities[model_key(model)]})",
         )
         for model in candidates
     ]
