@@ -69,11 +69,14 @@ def detection_latency(trials: int, state_dir: str) -> list[float]:
     rig.device.set_used_percent(20)
     runner.start()
     latencies = []
-    rng = random.Random(7)
+    # Cross at phases spread evenly over the sampling interval (in a shuffled order), so that
+    # a few dozen trials are not biased by where random draws happen to fall.
+    interval = config.governor.interval_normal_s
+    phases = [(i + 0.5) / trials * interval for i in range(trials)]
+    random.Random(7).shuffle(phases)
     try:
-        for _ in range(trials):
-            # Cross at a random phase of the sampling interval.
-            time.sleep(rng.uniform(0.0, config.governor.interval_normal_s))
+        for phase in phases:
+            time.sleep(phase)
             clock.called.clear()
             crossed = time.perf_counter()
             rig.device.set_used_percent(90)

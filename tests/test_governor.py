@@ -472,3 +472,15 @@ def test_cap_below_two_instances_unloads_the_lower_priority_one():
     assert report.trigger >= PressureLevel.CRITICAL
     assert rig.provider.unloaded == [low.instance_id]
     assert report.level_after < PressureLevel.CRITICAL
+
+
+def test_a_priority_survives_a_sample_in_which_the_provider_did_not_answer():
+    rig = make_rig()
+    rig.provider.add_model("m", GIB)
+    governor = governor_for(rig)
+    loaded = governor.load("m", priority=7)
+    hidden, rig.provider.models = rig.provider.models, {}
+    governor.sample()  # the provider's list came back empty (a timeout, say)
+    rig.provider.models = hidden
+    governor.sample()
+    assert governor.policy(loaded).priority == 7

@@ -89,7 +89,26 @@ def watch(
     governor = Governor.for_warden(warden)
     governor.acting = not dry_run
     events: collections.deque[Event] = collections.deque(maxlen=8)
-    warden.plugins.register(_EventTap(None if as_json else events, as_json))
+    tap = _EventTap(None if as_json else events, as_json)
+    warden.plugins.register(tap)
+    try:
+        samples, why = _run(app, governor, once, duration, no_psi, dry_run, as_json, events)
+    finally:
+        warden.plugins.pm.unregister(tap)
+    if not as_json:
+        app.output.line(f"memwarden watch stopped ({why}) after {samples} sample(s).")
+
+
+def _run(
+    app: AppContext,
+    governor: Governor,
+    once: bool,
+    duration: float | None,
+    no_psi: bool,
+    dry_run: bool,
+    as_json: bool,
+    events: collections.deque[Event],
+) -> tuple[int, str]:
     received: list[str] = []
     started = time.monotonic()
 
@@ -134,8 +153,7 @@ def watch(
                 "seconds": round(time.monotonic() - started, 3),
             }
         )
-    else:
-        app.output.line(f"memwarden watch stopped ({why}) after {samples} sample(s).")
+    return samples, why
 
 
 def _reading_data(reading: PressureReading, governor: Governor) -> dict[str, Any]:

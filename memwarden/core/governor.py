@@ -55,6 +55,8 @@ REFUSE_LOADS = "refuse-loads"
 DEFAULT_CONTEXT_TOKENS = 4096
 # How fast recent use stops protecting a model from eviction (seconds for a factor e).
 RECENCY_DECAY_S = 600.0
+# How long the governor remembers a model's priority and use after it was last seen loaded.
+FORGET_AFTER_S = 3600.0
 
 
 @attrs.frozen
@@ -105,6 +107,7 @@ class Usage:
     last_used_at: float | None = None
     last_idle_since: float | None = None
     was_busy: bool = False
+    last_seen_at: float = 0.0
 
 
 ModelKey = tuple[str, str]
@@ -316,7 +319,7 @@ class Governor:
             present.add(key)
             usage = self._usage.get(key)
             if usage is None:
-                usage = self._usage[key] = Usage(last_idle_since=model.idle_since)
+                self._usage[key] = Usage(last_idle_since=model.idle_since, last_seen_at=now)
                 continue
             busy = model.requests_in_flight > 0
             if busy and not usage.was_busy:
@@ -329,10 +332,18 @@ class Governor:
                 usage.last_used_at = model.idle_since
             usage.was_busy = busy
             usage.last_idle_since = model.idle_since
-        for key in [k for k in self._usage if k not in present]:
-            del self._usage[key]
-        for key in [k for k in self._priorities if k not in present]:
-            del self._priorities[key]
+            usage.last_seen_at = now
+        # A provider that missed one sample (a timeout) must not lose its models' priorities and
+        # history: forget a model only once it has been gone for FORGET_AFTER_S.
+        if len(self._usage) > len(present):
+            gone = [
+                k
+                for k, u in self._usage.items()
+                if k not in present and now - u.last_seen_at > FORGET_AFTER_S
+            ]
+            for key in gone:
+                del self._usage[key]
+                self._priorities.pop(key, None)
 
     def observe(self, reading: PressureReading) -> bool:
         """Take a reading as the current state; emit an event when the level changed."""
