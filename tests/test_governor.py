@@ -484,3 +484,35 @@ def test_a_priority_survives_a_sample_in_which_the_provider_did_not_answer():
     rig.provider.models = hidden
     governor.sample()
     assert governor.policy(loaded).priority == 7
+
+
+def test_ensure_refuses_at_critical_even_before_a_ladder_round():
+    rig = make_rig()
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    rig.device.set_used_percent(88)
+    with pytest.raises(InsufficientMemory, match="memory pressure is CRITICAL"):
+        governor.ensure(["new"])
+
+
+def test_ensure_dry_run_plans_but_unloads_nothing():
+    rig = make_rig(total_bytes=100 * GIB, baseline_bytes=10 * GIB)
+    rig.provider.add_model("old", 50 * GIB)
+    rig.provider.add_model("new", 40 * GIB)
+    governor = governor_for(rig)
+    rig.provider.load("old")
+    plan = governor.ensure(["new"], dry_run=True)
+    assert [a.params["instance"] for a in plan.evictions] == ["old#1"]
+    assert rig.provider.unloaded == []
+
+
+def test_a_round_takes_at_most_max_actions_per_round():
+    config = config_with(governor=GovernorConfig(max_actions_per_round=2))
+    rig = make_rig(config)
+    for name in ("a", "b", "c", "d"):
+        rig.provider.add_model(name, GIB)
+        rig.provider.load(name)
+    governor = governor_for(rig)
+    rig.device.set_used_percent(99)
+    report = governor.step()
+    assert len(report.outcomes) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from governor_fakes import make_rig
 
 from memwarden.core.config import Config, GovernorConfig
@@ -74,3 +75,20 @@ def test_a_refused_trigger_is_reported_not_raised(tmp_path):
     trigger, status = PsiTrigger.arm(config)
     assert trigger is None
     assert status.detail.startswith("unavailable: ")
+
+
+def _psi_writable() -> bool:
+    trigger, _ = PsiTrigger.arm(GovernorConfig())
+    if trigger is None:
+        return False
+    trigger.close()
+    return True
+
+
+@pytest.mark.skipif(not _psi_writable(), reason="this kernel does not allow a PSI trigger here")
+def test_the_monitor_arms_a_psi_trigger_where_the_kernel_allows():
+    rig = make_rig()
+    with Monitor(Governor(rig.warden)) as monitor:
+        assert monitor.psi_status.armed
+        assert "some 150000 us in 2000000 us" in monitor.psi_status.detail
+        monitor.run(once=True)
