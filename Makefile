@@ -25,6 +25,7 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check memwarden tests benchmarks
+	$(BIN)/ruff format --check memwarden tests benchmarks
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test

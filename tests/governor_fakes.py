@@ -13,7 +13,7 @@ import time
 import attrs
 
 from memwarden.core.config import Config
-from memwarden.core.plugins import Plugins
+from memwarden.core.plugins import BUILTIN_PLUGINS, Plugins
 from memwarden.core.providers import Provider
 from memwarden.core.types import (
     AvailableModel,
@@ -178,12 +178,13 @@ class EventRecorder:
 
 
 def make_rig(config: Config | None = None, **device_args: int) -> Rig:
-    """A warden with every built-in plugin except the real system device, plus the fakes."""
+    """A warden with the built-in strategies and state plugin, plus the fakes."""
     config = config or Config()
     device = ScriptedDevice(**device_args)
     provider = MemoryProvider(device)
-    plugins = Plugins(config, load_entry_points=False, env={"MEMWARDEN_PLUGINS": "builtins"})
-    plugins.pm.unregister(name="system")
+    # No real device plugin: the scripted device is the only pool, on any machine.
+    allowed = ["sqlite-state"] + [n for n, module in BUILTIN_PLUGINS if ".strategies." in module]
+    plugins = Plugins(config, load_entry_points=False, env={"MEMWARDEN_PLUGINS": ",".join(allowed)})
     plugins.register(device, None)
     plugins.register(MemoryRuntimePlugin(provider))
     recorder = EventRecorder()

@@ -37,6 +37,9 @@ BUILTINS_TOKEN = "builtins"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("system", "memwarden.plugins.system"),
     ("sqlite-state", "memwarden.plugins.sqlite_state"),
+    ("nvidia", "memwarden.plugins.nvidia"),
+    ("apple", "memwarden.plugins.apple"),
+    ("amd", "memwarden.plugins.amd"),
     ("release-caches", "memwarden.plugins.strategies.release_caches"),
     ("compress-context", "memwarden.plugins.strategies.compress_context"),
     ("shrink-context", "memwarden.plugins.strategies.shrink_context"),

@@ -62,6 +62,10 @@ class MemoryPool:
     # An operating system's own verdict on memory pressure, where it publishes one (macOS).
     os_pressure: str | None = None
     oom_kills: int | None = None
+    # Unified memory: the most of this pool the GPU may use (Metal's working-set limit), and
+    # where that figure came from. None where the GPU has a pool of its own.
+    gpu_limit_bytes: int | None = None
+    gpu_limit_source: str | None = None
 
     @property
     def used_fraction(self) -> float:

@@ -1,0 +1,305 @@
+"""The plugin conformance suite: prove a plugin honours memwarden's contracts with one pytest run.
+
+Subclass the contract for what your plugin does, give the fixtures that point it at your plugin,
+and run ``pytest``::
+
+    from memwarden.testing import DevicePluginContract
+
+    class TestMyGpu(DevicePluginContract):
+        @pytest.fixture
+        def plugin(self):
+            import memwarden_mygpu
+            return memwarden_mygpu
+
+Optional capabilities are class attributes (``supports_load = False`` on a read-only provider,
+say); tests for a capability you do not declare are skipped with the reason, not failed.
+
+Every contract registers your plugin through memwarden's real plugin manager, so a hook that
+raises shows up as a failure here exactly as users would see it in ``memwarden plugins``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from memwarden.core.config import Config
+from memwarden.core.errors import MemwardenError, ModelNotFound
+from memwarden.core.plugins import Plugins
+from memwarden.core.providers import Provider
+from memwarden.core.types import (
+    Action,
+    AvailableModel,
+    ContextWindow,
+    DeviceSnapshot,
+    DeviceUnavailable,
+    Event,
+    LoadedModel,
+    MemoryEstimate,
+    MemoryPool,
+    Message,
+    ModelRef,
+    PoolKind,
+    PressureLevel,
+    PressureReading,
+    ProviderStatus,
+)
+from memwarden.core.warden import Warden
+
+
+def warden_with(plugin: object, config: Config | None = None) -> Warden:
+    """A warden that has only the given plugin: no built-ins, no installed third-party ones."""
+    config = config or Config()
+    plugins = Plugins(config, builtins=(), load_entry_points=False, env={})
+    plugins.register(plugin)
+    return Warden(config, plugins)
+
+
+def assert_no_plugin_failures(warden: Warden) -> None:
+    failures = [f"{f.plugin} in {f.hook}: {f.error}" for f in warden.plugin_failures]
+    assert not failures, "the plugin raised inside a hook: " + "; ".join(failures)
+
+
+class _PluginContract:
+    @pytest.fixture
+    def plugin(self) -> object:
+        """Override: return your plugin (a module or an object with @hookimpl functions)."""
+        pytest.fail("override the `plugin` fixture to return the plugin under test")
+
+    @pytest.fixture
+    def config(self) -> Config:
+        """Override to hand your plugin a configuration (e.g. ``[plugins.<name>]`` settings)."""
+        return Config()
+
+    @pytest.fixture
+    def warden(self, plugin: object, config: Config) -> Warden:
+        return warden_with(plugin, config)
+
+
+class DevicePluginContract(_PluginContract):
+    """For plugins implementing ``detect_device``."""
+
+    def _detect(self, warden: Warden) -> list[Any]:
+        results = warden.hook.detect_device(config=warden.config)
+        assert_no_plugin_failures(warden)
+        return results
+
+    def test_detect_device_returns_pools_or_says_why_not(self, warden: Warden) -> None:
+        for result in self._detect(warden):
+            if isinstance(result, DeviceUnavailable):
+                assert result.reason, "DeviceUnavailable must say why"
+                assert result.source
+            else:
+                assert isinstance(result, Sequence), "return a list of MemoryPool"
+                assert all(isinstance(pool, MemoryPool) for pool in result)
+
+    def test_pools_have_consistent_sizes(self, warden: Warden) -> None:
+        for pool in warden.snapshot().pools:
+            assert pool.total_bytes > 0, f"{pool.id}: total_bytes must be positive"
+            assert 0 <= pool.available_bytes <= pool.total_bytes, pool
+            assert 0 <= pool.used_bytes <= pool.total_bytes, pool
+            assert isinstance(pool.kind, PoolKind)
+            assert pool.source, f"{pool.id}: name the plugin in `source`"
+
+    def test_pool_ids_are_unique_and_stable(self, warden: Warden) -> None:
+        first = [pool.id for pool in warden.snapshot().pools]
+        second = [pool.id for pool in warden.snapshot().pools]
+        assert len(first) == len(set(first)), f"duplicate pool ids: {first}"
+        assert first == second, "pool ids must not change between snapshots"
+
+    def test_processes_hold_no_more_than_the_pool(self, warden: Warden) -> None:
+        for pool in warden.snapshot().pools:
+            for process in pool.processes:
+                assert process.pid > 0
+                assert 0 <= process.used_bytes <= pool.total_bytes
+
+
+class EstimatorPluginContract(_PluginContract):
+    """For plugins implementing ``estimate_model_size``.
+
+    Override ``model`` with a model your estimator can size and ``foreign_model`` with one it
+    cannot (it must answer None, so that other estimators get their turn).
+    """
+
+    context_lengths: tuple[int, ...] = (512, 4096, 32768)
+
+    @pytest.fixture
+    def model(self) -> ModelRef:
+        pytest.fail("override the `model` fixture with a ModelRef your estimator can size")
+
+    @pytest.fixture
+    def foreign_model(self) -> ModelRef:
+        return ModelRef(name="memwarden-conformance/no-such-model:0b")
+
+    @pytest.fixture
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def _estimate(
+        self, warden: Warden, model: ModelRef, ctx: int, options: dict[str, Any]
+    ) -> MemoryEstimate | None:
+        result = warden.hook.estimate_model_size(model=model, context_tokens=ctx, options=options)
+        assert_no_plugin_failures(warden)
+        return result
+
+    def test_sizes_its_model_with_a_consistent_breakdown(
+        self, warden: Warden, model: ModelRef, options: dict[str, Any]
+    ) -> None:
+        estimate = self._estimate(warden, model, 4096, options)
+        assert isinstance(estimate, MemoryEstimate)
+        parts = (
+            estimate.weights_bytes,
+            estimate.kv_cache_bytes,
+            estimate.compute_bytes,
+            estimate.overhead_bytes,
+        )
+        assert all(part >= 0 for part in parts)
+        assert estimate.total_bytes == sum(parts)
+        assert estimate.weights_bytes > 0
+        assert estimate.context_tokens == 4096
+        assert estimate.estimator, "name your estimator in `estimator`"
+        if estimate.per_pool:
+            assert sum(share.bytes for share in estimate.per_pool) == estimate.total_bytes
+
+    def test_more_context_never_costs_less(
+        self, warden: Warden, model: ModelRef, options: dict[str, Any]
+    ) -> None:
+        totals = []
+        for ctx in self.context_lengths:
+            estimate = self._estimate(warden, model, ctx, options)
+            assert estimate is not None
+            totals.append(estimate.total_bytes)
+        assert totals == sorted(totals), f"totals for {self.context_lengths}: {totals}"
+
+    def test_answers_none_for_a_model_it_cannot_size(
+        self, warden: Warden, foreign_model: ModelRef
+    ) -> None:
+        try:
+            result = self._estimate(warden, foreign_model, 4096, {})
+        except MemwardenError:
+            return  # a clear, deliberate error is acceptable too
+        assert result is None
+
+
+class StrategyPluginContract(_PluginContract):
+    """For plugins implementing ``on_pressure``.
+
+    Override ``reading`` with a pressure reading that should make your strategy propose something,
+    and ``warden`` if your strategy needs providers (register an in-memory provider).
+    """
+
+    @pytest.fixture
+    def reading(self, warden: Warden) -> PressureReading:
+        return warden.pressure(managed_bytes=0)
+
+    def _propose(self, warden: Warden, reading: PressureReading) -> list[Action]:
+        results = warden.hook.on_pressure(reading=reading, warden=warden)
+        assert_no_plugin_failures(warden)
+        return [action for proposal in results for action in proposal]
+
+    def test_proposals_are_well_formed(self, warden: Warden, reading: PressureReading) -> None:
+        for action in self._propose(warden, reading):
+            assert isinstance(action, Action)
+            assert action.kind and action.strategy and action.description
+            assert action.expected_freed_bytes >= 0
+            assert action.cost >= 0
+
+    def test_proposing_changes_nothing(self, warden: Warden, reading: PressureReading) -> None:
+        before = warden.loaded_models()
+        self._propose(warden, reading)
+        assert warden.loaded_models() == before, "on_pressure only proposes; the core executes"
+
+
+class ProviderContract:
+    """For a :class:`~memwarden.core.providers.Provider`.
+
+    Override ``provider`` (pointed at a real or loopback server) and ``loadable_model``. Declare
+    ``supports_load = False`` for a read-only provider.
+    """
+
+    supports_load: bool = True
+
+    @pytest.fixture
+    def provider(self) -> Provider:
+        pytest.fail("override the `provider` fixture to return your Provider instance")
+
+    @pytest.fixture
+    def loadable_model(self) -> str:
+        pytest.fail("override `loadable_model` with the name of a model the provider can load")
+
+    def _require_load(self) -> None:
+        if not self.supports_load:
+            pytest.skip("the provider declares supports_load = False")
+
+    def test_name_is_short_and_lower_case(self, provider: Provider) -> None:
+        assert provider.name and provider.name == provider.name.lower()
+        assert " " not in provider.name
+
+    def test_status_names_the_provider(self, provider: Provider) -> None:
+        status = provider.status()
+        assert isinstance(status, ProviderStatus)
+        assert status.name == provider.name
+        if not status.reachable:
+            assert status.reason, "an unreachable provider says why"
+
+    def test_available_models_belong_to_the_provider(self, provider: Provider) -> None:
+        models = provider.available_models()
+        assert all(isinstance(m, AvailableModel) for m in models)
+        assert all(m.provider == provider.name for m in models)
+
+    def test_load_then_unload(self, provider: Provider, loadable_model: str) -> None:
+        self._require_load()
+        loaded = provider.load(loadable_model, context_tokens=512)
+        assert isinstance(loaded, LoadedModel)
+        assert loaded.provider == provider.name
+        assert loaded.total_bytes > 0
+        names = {m.name for m in provider.loaded_models()}
+        assert loaded.name in names
+        provider.unload(loaded.name)
+        assert loaded.name not in {m.name for m in provider.loaded_models()}
+
+    def test_unloading_an_unknown_model_is_model_not_found(self, provider: Provider) -> None:
+        self._require_load()
+        with pytest.raises(ModelNotFound):
+            provider.unload("memwarden-conformance/no-such-model:0b")
+
+
+class CompressorPluginContract(_PluginContract):
+    """For plugins implementing ``compress_context``."""
+
+    @pytest.fixture
+    def window(self) -> ContextWindow:
+        messages = [Message(role="system", content="You are terse.", tokens=5, pinned=True)]
+        for turn in range(20):
+            role = "user" if turn % 2 == 0 else "assistant"
+            messages.append(Message(role=role, content=f"turn {turn} " * 20, tokens=40))
+        return ContextWindow(messages=tuple(messages))
+
+    def test_result_fits_the_budget_and_keeps_pinned_messages(
+        self, warden: Warden, window: ContextWindow
+    ) -> None:
+        budget = window.tokens // 3
+        result = warden.hook.compress_context(window=window, budget_tokens=budget)
+        assert_no_plugin_failures(warden)
+        if result is None:
+            pytest.skip("the plugin declined this window")
+        assert result.tokens <= budget
+        pinned = [m for m in window.messages if m.pinned]
+        assert all(m in result.messages for m in pinned)
+
+
+class PersistencePluginContract(_PluginContract):
+    """For plugins implementing ``persist_state``: every record kind is accepted."""
+
+    def test_accepts_every_record_kind(self, warden: Warden) -> None:
+        snapshot = DeviceSnapshot(pools=())
+        reading = PressureReading(level=PressureLevel.NORMAL, pools=(), snapshot=snapshot)
+        records = {
+            "event": Event(kind="level-changed", message="conformance", level=PressureLevel.NORMAL),
+            "reading": reading,
+        }
+        for kind, record in records.items():
+            warden.hook.persist_state(kind=kind, record=record, config=warden.config)
+        assert_no_plugin_failures(warden)

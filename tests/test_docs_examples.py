@@ -1,0 +1,138 @@
+"""Every hook example in docs/plugins.md is a working plugin."""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from memwarden.core.config import parse_config_data
+from memwarden.core.types import (
+    AvailableModel,
+    ContextWindow,
+    Event,
+    Message,
+    ModelRef,
+    ModelRequest,
+    PressureLevel,
+)
+from memwarden.testing import assert_no_plugin_failures, warden_with
+
+DOC = Path(__file__).parent.parent / "docs" / "plugins.md"
+
+
+def hook_examples() -> dict[str, str]:
+    text = DOC.read_text().split("## Every hook", 1)[1].split("## Proving", 1)[0]
+    sections = re.split(r"^### `(\w+)\(", text, flags=re.M)[1:]
+    examples = {}
+    for hook, body in zip(sections[::2], sections[1::2], strict=True):
+        [code] = re.findall(r"```python\n(.*?)```", body, flags=re.S)
+        examples[hook] = code
+    return examples
+
+
+EXAMPLES = hook_examples()
+
+
+def plugin_from(hook: str) -> types.ModuleType:
+    module = types.ModuleType(f"docs_example_{hook}")
+    exec(compile(EXAMPLES[hook], f"{DOC}:{hook}", "exec"), module.__dict__)
+    return module
+
+
+def test_every_hookspec_has_an_example():
+    from memwarden import hookspecs
+
+    specs = {name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "memwarden_spec")}
+    assert specs == set(EXAMPLES)
+
+
+def test_detect_device_example():
+    warden = warden_with(plugin_from("detect_device"))
+    assert warden.snapshot().pool("fpga:0").total_bytes == 8 * 2**30
+    off = warden_with(
+        plugin_from("detect_device"),
+        parse_config_data({"plugins": {"fpga": {"enabled": False}}}, None),
+    )
+    assert off.snapshot().unavailable[0].reason == "disabled in [plugins.fpga]"
+    assert_no_plugin_failures(warden)
+
+
+def test_estimate_model_size_example():
+    warden = warden_with(plugin_from("estimate_model_size"))
+    estimate = warden.estimate(ModelRef("tinyllama:1.1b"), 2048)
+    assert estimate.weights_bytes == 550_000_000
+    assert (
+        warden.hook.estimate_model_size(model=ModelRef("other"), context_tokens=1, options={})
+        is None
+    )
+
+
+def test_on_pressure_and_register_providers_examples():
+    warden = warden_with(plugin_from("register_providers"))
+    warden.plugins.register(plugin_from("on_pressure"))
+    warden.providers()["static"].load("tiny", context_tokens=512)
+    reading = warden.pressure()
+    critical = type(reading)(
+        level=PressureLevel.CRITICAL, pools=reading.pools, snapshot=reading.snapshot
+    )
+    [[action]] = warden.hook.on_pressure(reading=critical, warden=warden)
+    assert (action.kind, action.model, action.expected_freed_bytes) == ("unload", "tiny", 2**20)
+    assert warden.hook.on_pressure(reading=reading, warden=warden) == []
+    assert_no_plugin_failures(warden)
+
+
+def test_compress_context_example():
+    warden = warden_with(plugin_from("compress_context"))
+    window = ContextWindow(
+        messages=(
+            Message("system", "be terse", tokens=10, pinned=True),
+            Message("user", "old", tokens=100),
+            Message("assistant", "new", tokens=50),
+        )
+    )
+    result = warden.hook.compress_context(window=window, budget_tokens=80)
+    assert [m.content for m in result.messages] == ["be terse", "new"]
+
+
+def test_persist_state_example(tmp_path):
+    config = parse_config_data({"plugins": {"jsonl": {"folder": str(tmp_path)}}}, None)
+    warden = warden_with(plugin_from("persist_state"), config)
+    warden.emit(Event(kind="level-changed", message="up"))
+    assert '"message": "up"' in (tmp_path / "event.jsonl").read_text()
+
+
+def test_pick_model_example():
+    warden = warden_with(plugin_from("pick_model"))
+    small = AvailableModel("small", "p", size_bytes=1, max_context_tokens=2048)
+    big = AvailableModel("big", "p", size_bytes=9, max_context_tokens=131072)
+    choice = warden.hook.pick_model(
+        request=ModelRequest(min_context_tokens=8192), candidates=[small, big]
+    )
+    assert choice.model == big
+
+
+def test_register_commands_example():
+    import click
+
+    group = click.Group()
+    warden = warden_with(plugin_from("register_commands"))
+    warden.hook.register_commands(cli=group)
+    assert CliRunner().invoke(group, ["hello", "--json"]).output.strip() == '{"hello": "world"}'
+
+
+def test_on_event_example():
+    plugin = plugin_from("on_event")
+    warden = warden_with(plugin)
+    warden.emit(Event(kind="level-changed", message="critical now", level=PressureLevel.CRITICAL))
+    warden.emit(Event(kind="level-changed", message="fine", level=PressureLevel.NORMAL))
+    assert plugin.SEEN == ["critical now"]
+
+
+@pytest.mark.parametrize("hook", sorted(EXAMPLES))
+def test_example_registers_cleanly(hook):
+    warden = warden_with(plugin_from(hook))
+    assert hook in warden.plugins.plugin_list()[0].hooks
