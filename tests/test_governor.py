@@ -516,3 +516,17 @@ def test_a_round_takes_at_most_max_actions_per_round():
     rig.device.set_used_percent(99)
     report = governor.step()
     assert len(report.outcomes) == 2
+
+
+def test_the_ladder_reports_exhaustion_after_taking_all_it_could():
+    rig = make_rig(config_with(models={"keep": ModelPolicy(pinned=True)}))
+    rig.provider.add_model("spare", GIB)
+    rig.provider.add_model("keep", 40 * GIB)
+    governor = governor_for(rig)
+    rig.provider.load("spare")
+    rig.provider.load("keep")
+    rig.device.set_used_percent(90)
+    report = governor.step()
+    assert rig.provider.unloaded == ["spare#1"]
+    assert not report.relieved
+    assert kinds(rig)[-1] == "ladder-exhausted"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from memwarden.core import pressure
-from memwarden.core.config import ModelPolicy
+from memwarden.core.config import GovernorConfig, ModelPolicy
 from memwarden.core.errors import (
     InsufficientMemory,
     MemwardenError,
@@ -219,7 +219,7 @@ class Governor:
         return governor if governor is not None else cls(warden)
 
     @property
-    def config(self) -> Any:
+    def config(self) -> GovernorConfig:
         return self.warden.config.governor
 
     # -- what strategies read --------------------------------------------------------------
@@ -431,11 +431,12 @@ class Governor:
         outcomes: list[ActionOutcome] = []
         expected_total = 0
         current = reading
-        relieved = False
+        relieved = exhausted = False
         while len(outcomes) < self.config.max_actions_per_round:
             needed = pressure.relief_needed(current, config_pressure)
             proposals = [a for a in self.propose(current, needed) if _identity(a) not in attempted]
             if not proposals:
+                exhausted = True
                 break
             action = proposals[0]
             attempted.add(_identity(action))
@@ -461,13 +462,13 @@ class Governor:
             needed_bytes=needed_at_start,
         )
         self.last_round = report
-        if not relieved and not outcomes:
+        if exhausted and not relieved:
             self.warden.emit(
                 Event(
                     kind="ladder-exhausted",
                     message=f"pressure is {current.level} and no strategy proposes anything more",
                     level=current.level,
-                    data={k: v for k, v in needed_at_start.items()},
+                    data=dict(pressure.relief_needed(current, config_pressure)),
                 )
             )
         return report
@@ -688,7 +689,7 @@ class Governor:
                     for k in remaining:
                         remaining[k] += gains.get(k, 0)
         evictions = tuple(
-            _unload_action(m, "ensure", costs[model_key(m)], f"make room for {_names(refs)}")
+            unload_action(m, "ensure", costs[model_key(m)], f"make room for {_names(refs)}")
             for m, _ in chosen
         )
         evictable_bytes = sum(m.total_bytes for m in evictable)
@@ -853,7 +854,8 @@ def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
     return (action.kind, action.strategy, action.provider, action_target(action))
 
 
-def _unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
+def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
+    """An ``unload`` action for a loaded model, as strategies and ensure() propose it."""
     label = model.instance_id or model.name
     return Action(
         kind=UNLOAD,
@@ -865,11 +867,6 @@ def _unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> 
         provider=model.provider,
         params={"instance": model.instance_id} if model.instance_id else {},
     )
-
-
-def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
-    """An ``unload`` action for a loaded model, as strategies propose it."""
-    return _unload_action(model, strategy, cost, why)
 
 
 def _home_pool(snapshot: DeviceSnapshot) -> str | None:
