@@ -46,3 +46,42 @@ def test_overall_level_is_the_worst_pool_and_the_managed_cap():
     over = evaluate(snapshot, config, managed_bytes=11 * GIB)
     assert over.level is PressureLevel.EMERGENCY
     assert any("max_managed_memory" in r for r in over.reasons)
+
+
+def test_managed_cap_is_held_by_hysteresis():
+    from memwarden.core.pressure import MANAGED_CAP
+
+    config = PressureConfig(max_managed_memory=ByteSize(10 * GIB))
+    snapshot = DeviceSnapshot(pools=(ram(10),))
+    held = evaluate(
+        snapshot,
+        config,
+        managed_bytes=int(8.4 * GIB),
+        previous={MANAGED_CAP: PressureLevel.CRITICAL},
+    )
+    assert held.managed_level is PressureLevel.CRITICAL
+    released = evaluate(
+        snapshot,
+        config,
+        managed_bytes=int(8.1 * GIB),
+        previous={MANAGED_CAP: PressureLevel.CRITICAL},
+    )
+    assert released.managed_level is PressureLevel.WARNING
+
+
+def test_relief_needed_reaches_below_the_warning_release_point():
+    from memwarden.core.pressure import relief_needed
+
+    config = PressureConfig()
+    reading = evaluate(DeviceSnapshot(pools=(ram(90, total=100 * GIB),)), config)
+    # 90% used; NORMAL again below 70 - 3 = 67%: 23 GiB to free.
+    needed = relief_needed(reading, config)
+    assert needed.keys() == {"system"}
+    assert abs(needed["system"] - 23 * GIB) <= 2
+
+
+def test_relief_needed_is_empty_when_all_is_normal():
+    from memwarden.core.pressure import relief_needed
+
+    config = PressureConfig()
+    assert relief_needed(evaluate(DeviceSnapshot(pools=(ram(20),)), config), config) == {}

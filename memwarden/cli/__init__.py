@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "memwarden.cli.config",
     "memwarden.cli.device",
     "memwarden.cli.models",
+    "memwarden.cli.plan",
+    "memwarden.cli.watch",
 )
 
 

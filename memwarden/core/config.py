@@ -104,6 +104,72 @@ class BudgetConfig:
     safety_margin_percent: float = _percent(10.0)
 
 
+def _seconds(default: float | None, *, minimum: float = 0.0, optional: bool = False) -> Any:
+    checks = [v.instance_of(float), v.ge(minimum)]
+    validator = v.optional(checks) if optional else checks
+    return attrs.field(default=default, validator=validator)
+
+
+@attrs.frozen
+class GovernorConfig:
+    """How the pressure monitor samples and how the degradation ladder acts (docs/governor.md)."""
+
+    # Seconds between samples at each level: slow when all is well, fast as pressure rises.
+    interval_normal_s: float = _seconds(1.0, minimum=0.01)
+    interval_warning_s: float = _seconds(0.5, minimum=0.01)
+    interval_critical_s: float = _seconds(0.2, minimum=0.01)
+    interval_emergency_s: float = _seconds(0.1, minimum=0.01)
+    # While a level above NORMAL persists, the ladder runs again this often.
+    retrigger_interval_s: float = _seconds(5.0, minimum=0.1)
+    # The most actions one ladder round takes before it measures and waits for the next round.
+    max_actions_per_round: int = attrs.field(default=8, validator=[v.instance_of(int), v.ge(1)])
+    # The most models loaded at once (ensure() evicts to honour it); None: no limit.
+    max_loaded_models: int | None = attrs.field(
+        default=None, validator=v.optional([v.instance_of(int), v.ge(1)])
+    )
+    # Linux: wake the monitor at once through a PSI trigger on /proc/pressure/memory.
+    psi_trigger: bool = True
+    psi_path: str = "/proc/pressure/memory"
+    # Wake when tasks stalled on memory this long (microseconds) within the window. Unprivileged
+    # processes may only use windows that are multiples of 2 s, hence the default.
+    psi_stall_us: int = attrs.field(default=150_000, validator=[v.instance_of(int), v.ge(1)])
+    psi_window_us: int = attrs.field(
+        default=2_000_000, validator=[v.instance_of(int), v.ge(500_000), v.le(10_000_000)]
+    )
+    # Idle unload: a model unused this long may be unloaded under pressure; None: never.
+    idle_unload_after_s: float | None = _seconds(600.0, optional=True)
+    # Shrink context: the smallest context a model is reloaded with, and the factor per step.
+    min_context_tokens: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(1)])
+    shrink_factor: float = attrs.field(
+        default=0.5, validator=[v.instance_of(float), v.gt(0.0), v.lt(1.0)]
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.psi_stall_us >= self.psi_window_us:
+            raise ValueError(
+                f"psi_stall_us ({self.psi_stall_us}) must be less than psi_window_us "
+                f"({self.psi_window_us})"
+            )
+
+
+@attrs.frozen
+class ModelPolicy:
+    """How the governor treats one model, from ``[models."<name>"]``."""
+
+    # Higher is kept longer; evictions take the lowest priority first.
+    priority: int = attrs.field(default=0, validator=v.instance_of(int))
+    # Never unloaded or shrunk by the ladder, except by an emergency unload.
+    pinned: bool = False
+    # Never unloaded, not even in an emergency.
+    critical: bool = False
+    # Overrides [governor] idle_unload_after_s for this model.
+    idle_unload_after_s: float | None = _seconds(None, optional=True)
+    # Overrides [governor] min_context_tokens for this model.
+    min_context_tokens: int | None = attrs.field(
+        default=None, validator=v.optional([v.instance_of(int), v.ge(1)])
+    )
+
+
 @attrs.frozen
 class StateConfig:
     """Where memwarden keeps its history (events, readings, usage)."""
@@ -134,6 +200,9 @@ class Config:
     pressure: PressureConfig = attrs.field(factory=PressureConfig)
     budget: BudgetConfig = attrs.field(factory=BudgetConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
+    governor: GovernorConfig = attrs.field(factory=GovernorConfig)
+    # Per-model policy, keyed by the model's name (or a provider's instance id).
+    models: Mapping[str, ModelPolicy] = attrs.field(factory=dict)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     # Where the values came from: the file, or None when everything is a default.
     path: Path | None = attrs.field(default=None, eq=False)
@@ -142,6 +211,13 @@ class Config:
     def plugin_settings(self, name: str) -> Mapping[str, Any]:
         """The ``[plugins.<name>]`` table, or an empty mapping."""
         return self.plugins.settings.get(name, {})
+
+    def model_policy(self, *names: str | None) -> ModelPolicy:
+        """The ``[models."<name>"]`` policy of the first name that has one, else the default."""
+        for name in names:
+            if name is not None and name in self.models:
+                return self.models[name]
+        return _DEFAULT_POLICY
 
     def plugin_options(self, name: str, cls: type[T]) -> T:
         """Structure ``[plugins.<name>]`` into a plugin's own attrs class, with clear errors."""
@@ -153,14 +229,20 @@ class Config:
     def sources(self) -> Iterator[tuple[str, Any, str]]:
         """Every effective setting as (key path, value, where it came from)."""
         data = _converter.unstructure(self)
-        for section in ("pressure", "budget", "state"):
+        for section in ("pressure", "budget", "state", "governor"):
             for key, value in data[section].items():
                 yield from _sourced(self, (section, key), value)
+        for model, policy in data["models"].items():
+            for key, value in policy.items():
+                yield from _sourced(self, ("models", model, key), value)
         yield from _sourced(self, ("plugins", "enabled"), data["plugins"]["enabled"])
         yield from _sourced(self, ("plugins", "disabled"), data["plugins"]["disabled"])
         for name, table in self.plugins.settings.items():
             for key, value in table.items():
                 yield from _sourced(self, ("plugins", name, key), value)
+
+
+_DEFAULT_POLICY = ModelPolicy()
 
 
 def _sourced(config: Config, keys: tuple[str, ...], value: Any) -> Iterator[tuple[str, Any, str]]:
@@ -240,6 +322,41 @@ def _structure_plugins(data: Any, _: type) -> PluginsConfig:
 
 
 _converter.register_structure_hook(PluginsConfig, _structure_plugins)
+
+
+def _structure_models(data: Any, _: type) -> Mapping[str, ModelPolicy]:
+    if not isinstance(data, Mapping):
+        raise ValueError('expected tables such as [models."llama3.1:8b"]')
+    policies: dict[str, ModelPolicy] = {}
+    errors: list[Exception] = []
+    for name, table in data.items():
+        try:
+            if not isinstance(table, Mapping):
+                raise ValueError(f'[models."{name}"] must be a table of priority, pinned, ...')
+            policies[name] = _converter.structure(dict(table), ModelPolicy)
+        except Exception as exc:
+            # Name the model in the key path, as cattrs does for attrs fields.
+            exc.__notes__ = [*getattr(exc, "__notes__", []), _KeyNote(name)]
+            errors.append(exc)
+    if errors:
+        raise cattrs.ClassValidationError("invalid [models] tables", errors, ModelPolicy)
+    return policies
+
+
+class _KeyNote(str):
+    """A cattrs-style note naming a key, read by ``_problems`` to build the key path."""
+
+    def __new__(cls, name: str) -> _KeyNote:
+        note = super().__new__(cls, f"Structuring model policy @ {name!r}")
+        note.name = name
+        return note
+
+    name: str
+
+
+_converter.register_structure_hook_func(
+    lambda cls: cls == Mapping[str, ModelPolicy], _structure_models
+)
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -43,6 +43,13 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("ollama", "memwarden.plugins.ollama"),
     ("lmstudio", "memwarden.plugins.lmstudio"),
     ("llamacpp", "memwarden.plugins.llamacpp"),
+    ("release-caches", "memwarden.plugins.strategies.release_caches"),
+    ("compress-context", "memwarden.plugins.strategies.compress_context"),
+    ("shrink-context", "memwarden.plugins.strategies.shrink_context"),
+    ("idle-unload", "memwarden.plugins.strategies.idle_unload"),
+    ("priority-eviction", "memwarden.plugins.strategies.priority_eviction"),
+    ("refuse-loads", "memwarden.plugins.strategies.refuse_loads"),
+    ("emergency-unload", "memwarden.plugins.strategies.emergency_unload"),
 )
 
 BUILTIN = "built-in"

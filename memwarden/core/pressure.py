@@ -7,11 +7,15 @@ from collections.abc import Mapping
 from memwarden.core.config import PressureConfig
 from memwarden.core.types import (
     DeviceSnapshot,
+    LoadedModel,
     MemoryPool,
     PoolPressure,
     PressureLevel,
     PressureReading,
 )
+
+# The key under which ``evaluate(previous=...)`` remembers the level of the managed-memory cap.
+MANAGED_CAP = "max_managed_memory"
 
 
 def _threshold(config: PressureConfig, level: PressureLevel) -> float:
@@ -68,15 +72,25 @@ def evaluate(
     level = max((p.level for p in pools), default=PressureLevel.NORMAL)
     reasons = [f"{p.pool_id}: {r}" for p in pools for r in p.reasons]
     cap = config.max_managed_memory
+    cap_level = PressureLevel.NORMAL
     if cap is not None and cap > 0:
         share = managed_bytes / cap * 100.0
-        cap_level = PressureLevel.NORMAL
         for candidate in (PressureLevel.EMERGENCY, PressureLevel.CRITICAL, PressureLevel.WARNING):
             if share >= _threshold(config, candidate):
                 cap_level = candidate
                 break
         if managed_bytes > cap:
             cap_level = max(cap_level, PressureLevel.CRITICAL)
+        held = previous.get(MANAGED_CAP)
+        # The cap gets the same hysteresis as a pool, so one model's KV growth does not flap it.
+        if held is not None and held > cap_level and managed_bytes <= cap:
+            release_at = _threshold(config, held) - config.hysteresis_percent
+            if share > release_at:
+                cap_level = held
+                reasons.append(
+                    f"{MANAGED_CAP}: held at {held} until managed models fall below "
+                    f"{release_at:g}% of the cap (hysteresis)"
+                )
         if cap_level:
             reasons.append(
                 f"managed models use {managed_bytes} of max_managed_memory {int(cap)} bytes"
@@ -88,4 +102,42 @@ def evaluate(
         snapshot=snapshot,
         managed_bytes=managed_bytes,
         reasons=tuple(reasons),
+        managed_level=cap_level,
     )
+
+
+def previous_levels(reading: PressureReading) -> dict[str, PressureLevel]:
+    """What to pass as ``previous`` to the next ``evaluate`` for hysteresis."""
+    levels = {p.pool_id: p.level for p in reading.pools}
+    levels[MANAGED_CAP] = reading.managed_level
+    return levels
+
+
+def relief_needed(reading: PressureReading, config: PressureConfig) -> dict[str, int]:
+    """Bytes to free, per pool id (and ``MANAGED_CAP``), for each to read NORMAL again.
+
+    The target is the level's release point: below ``warning_percent - hysteresis_percent`` and
+    above ``min_free``, so a relieved pool does not rise straight back to WARNING.
+    """
+    target_percent = max(config.warning_percent - config.hysteresis_percent, 0.0)
+    needed: dict[str, int] = {}
+    for pool_pressure_ in reading.pools:
+        if pool_pressure_.level == PressureLevel.NORMAL:
+            continue
+        pool = reading.snapshot.pool(pool_pressure_.pool_id)
+        if pool is None:
+            continue
+        used = pool.total_bytes - pool.available_bytes
+        bytes_needed = used - int(pool.total_bytes * target_percent / 100.0)
+        if config.min_free is not None:
+            bytes_needed = max(bytes_needed, int(config.min_free) - pool.available_bytes)
+        needed[pool.id] = max(bytes_needed, 1)
+    cap = config.max_managed_memory
+    if cap is not None and cap > 0 and reading.managed_level != PressureLevel.NORMAL:
+        bytes_needed = reading.managed_bytes - int(cap * target_percent / 100.0)
+        needed[MANAGED_CAP] = max(bytes_needed, 1)
+    return needed
+
+
+def managed_bytes(models: list[LoadedModel]) -> int:
+    return sum(m.total_bytes for m in models)

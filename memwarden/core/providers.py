@@ -71,3 +71,13 @@ class Provider(abc.ABC):
             f"provider {self.name!r} cannot generate text through memwarden",
             hint="call the runtime directly, or use a provider that supports it",
         )
+
+    def releasable_cache_bytes(self) -> int:
+        """Bytes the runtime could give back now without unloading a model (caches it keeps
+        for reuse, such as saved prompt state). 0 when it keeps none or cannot say; the
+        release-caches strategy only proposes what a runtime reports here."""
+        return 0
+
+    def release_caches(self) -> int:
+        """Give back what :meth:`releasable_cache_bytes` reported; return the bytes released."""
+        return 0

@@ -232,6 +232,8 @@ class PressureReading:
     managed_bytes: int = 0
     reasons: tuple[str, ...] = ()
     taken_at: float = attrs.field(factory=_now)
+    # The level of the [pressure] max_managed_memory cap alone (NORMAL when there is no cap).
+    managed_level: PressureLevel = PressureLevel.NORMAL
 
 
 @attrs.frozen

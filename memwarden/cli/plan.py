@@ -1,0 +1,155 @@
+"""`memwarden plan`: what the degradation ladder would do right now, without doing it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from memwarden.cli import AppContext, json_option, pass_app
+from memwarden.cli.output import format_bytes
+from memwarden.core import pressure
+from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, Governor, action_target
+from memwarden.core.types import Action, ModelRef, PressureLevel
+
+
+def expected_to_run(actions: Sequence[Action], needed: dict[str, int]) -> list[bool]:
+    """Which of the ordered actions the ladder expects to take: in order, until the bytes they
+    expect to free cover the largest need (it measures after each one, so this is a forecast)."""
+    target = max(needed.values(), default=0)
+    covered = 0
+    flags = []
+    for action in actions:
+        runs = covered < target or (action.expected_freed_bytes == 0 and target > 0)
+        flags.append(runs)
+        if runs:
+            covered += action.expected_freed_bytes
+    return flags
+
+
+@click.command()
+@click.option(
+    "--load",
+    "load_models",
+    multiple=True,
+    metavar="MODEL",
+    help="Also plan making room for MODEL (repeatable), as ensure() would.",
+)
+@click.option("--provider", help="The provider of the --load models.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Priority of --load.")
+@click.option(
+    "--context",
+    "context_tokens",
+    type=int,
+    default=DEFAULT_CONTEXT_TOKENS,
+    show_default=True,
+    help="Context tokens the --load models are sized for.",
+)
+@json_option
+@pass_app
+def plan(
+    app: AppContext,
+    load_models: tuple[str, ...],
+    provider: str | None,
+    priority: int,
+    context_tokens: int,
+    as_json: bool,
+) -> None:
+    """Dry run: the pressure now, and the actions the ladder would take, in order."""
+    warden = app.warden
+    governor = Governor.for_warden(warden)
+    reading = governor.sample()
+    needed = pressure.relief_needed(reading, warden.config.pressure)
+    actions = governor.propose(reading, needed) if reading.level > PressureLevel.NORMAL else []
+    runs = expected_to_run(actions, needed)
+    refusing = governor.refusing(reading)
+    load_plan = None
+    if load_models:
+        refs = [ModelRef(name=m, provider=provider) for m in load_models]
+        load_plan = governor.plan_load(
+            refs, priority, context_tokens=context_tokens, reading=reading
+        )
+
+    if as_json:
+        data: dict[str, Any] = {
+            "level": reading.level,
+            "reasons": reading.reasons,
+            "managed_bytes": reading.managed_bytes,
+            "needed_bytes": needed,
+            "refusing_loads": refusing,
+            "actions": [
+                {"order": i + 1, "expected_to_run": run, **_action_data(a)}
+                for i, (a, run) in enumerate(zip(actions, runs, strict=True))
+            ],
+        }
+        if load_plan is not None:
+            data["load_plan"] = load_plan
+            if refusing is not None:
+                data["load_plan_refused"] = refusing
+        app.output.emit_json(data)
+        return
+
+    out = app.output
+    out.line(f"Pressure: {reading.level}")
+    for reason in reading.reasons:
+        out.line(f"  {reason}")
+    for key, value in needed.items():
+        out.line(f"  to relieve: free {format_bytes(value)} ({key})")
+    if refusing is not None:
+        out.line(f"New loads: refused ({refusing})")
+    out.line()
+    if reading.level == PressureLevel.NORMAL:
+        out.line("No pressure: the ladder would do nothing.")
+    elif not actions:
+        out.line("No strategy proposes anything: the ladder can do nothing more.")
+    else:
+        out.table(
+            "The ladder would take, in this order (measuring after each)",
+            ["#", "RUNS", "ACTION", "STRATEGY", "TARGET", "FREES", "COST", "WHAT"],
+            [
+                (
+                    i + 1,
+                    "yes" if run else "if still needed",
+                    a.kind,
+                    a.strategy,
+                    action_target(a),
+                    format_bytes(a.expected_freed_bytes),
+                    f"{a.cost:g}",
+                    a.description,
+                )
+                for i, (a, run) in enumerate(zip(actions, runs, strict=True))
+            ],
+        )
+    if load_plan is not None:
+        out.line()
+        names = ", ".join(load_models)
+        if refusing is not None:
+            out.line(f"Loading {names}: refused now ({refusing})")
+        elif not load_plan.fits:
+            out.line(f"Loading {names}: does not fit. {load_plan.reason}")
+        elif not load_plan.evictions:
+            out.line(f"Loading {names}: fits without evicting anything.")
+        else:
+            out.line(f"Loading {names}: fits after evicting:")
+            for action in load_plan.evictions:
+                out.line(f"  {action.description}")
+
+
+def _action_data(action: Action) -> dict[str, Any]:
+    return {
+        "kind": action.kind,
+        "strategy": action.strategy,
+        "target": action_target(action),
+        "model": action.model,
+        "provider": action.provider,
+        "pool_id": action.pool_id,
+        "expected_freed_bytes": action.expected_freed_bytes,
+        "cost": action.cost,
+        "description": action.description,
+        "params": dict(action.params),
+    }
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(plan)

@@ -1,0 +1,905 @@
+"""The degradation ladder, and making room before a load.
+
+The governor turns pressure readings into actions. On a level change, or while a level above
+NORMAL persists, it asks every strategy plugin (``on_pressure``) what it would do, orders the
+proposals (:func:`order_actions`), takes the first, measures again, and repeats until the pressure
+is relieved or nothing is left to try. ``ensure()`` plans evictions so that a model about to be
+loaded fits, or refuses with the reason. Every level change and every action is an ``Event``
+sent through ``warden.emit``. ``docs/governor.md`` describes the whole design.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from memwarden.core import pressure
+from memwarden.core.config import GovernorConfig, ModelPolicy
+from memwarden.core.errors import (
+    InsufficientMemory,
+    MemwardenError,
+    ModelNotFound,
+    ProviderError,
+)
+from memwarden.core.providers import Provider
+from memwarden.core.sessions import SessionRegistry
+from memwarden.core.types import (
+    Action,
+    DeviceSnapshot,
+    Event,
+    LoadedModel,
+    MemoryEstimate,
+    ModelRef,
+    PoolKind,
+    PressureLevel,
+    PressureReading,
+)
+
+if TYPE_CHECKING:
+    from memwarden.core.warden import Warden
+
+# Action kinds the governor knows how to execute.
+UNLOAD = "unload"
+SHRINK_CONTEXT = "shrink-context"
+RELEASE_CACHE = "release-cache"
+COMPRESS_CONTEXT = "compress-context"
+REFUSE_LOADS = "refuse-loads"
+
+# The context ensure() sizes a model for when the caller does not say.
+DEFAULT_CONTEXT_TOKENS = 4096
+# How fast recent use stops protecting a model from eviction (seconds for a factor e).
+RECENCY_DECAY_S = 600.0
+# How long the governor remembers a model's priority and use after it was last seen loaded.
+FORGET_AFTER_S = 3600.0
+
+
+@attrs.frozen
+class ActionOutcome:
+    """One action the ladder or ensure() took, and what the next measurement showed."""
+
+    action: Action
+    ok: bool
+    error: str | None = None
+    # Managed bytes before minus after (what the runtimes report), when measured.
+    measured_freed_bytes: int | None = None
+    level_after: PressureLevel | None = None
+
+
+@attrs.frozen
+class RoundReport:
+    """One run of the ladder."""
+
+    trigger: PressureLevel
+    outcomes: tuple[ActionOutcome, ...]
+    relieved: bool
+    level_after: PressureLevel
+    # The bytes each pool (and the managed-memory cap) needed freed when the round began.
+    needed_bytes: Mapping[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class LoadPlan:
+    """What ensure() found: whether the models fit, and the evictions that make them fit."""
+
+    models: tuple[ModelRef, ...]
+    priority: int
+    estimates: tuple[MemoryEstimate, ...]
+    # Bytes short per pool id, under the managed cap (pressure.MANAGED_CAP) and in model slots
+    # ("max_loaded_models"), before any eviction.
+    needed: Mapping[str, int]
+    evictions: tuple[Action, ...]
+    fits: bool
+    reason: str | None = None
+    evictable_bytes: int = 0
+
+
+@attrs.define
+class Usage:
+    """What the governor saw of one loaded model's use: requests it noticed and when."""
+
+    uses: int = 0
+    last_used_at: float | None = None
+    last_idle_since: float | None = None
+    was_busy: bool = False
+    last_seen_at: float = 0.0
+
+
+ModelKey = tuple[str, str]
+
+
+def model_key(model: LoadedModel) -> ModelKey:
+    """Identifies one loaded instance: two instances of one model differ in ``instance_id``."""
+    return (model.provider, model.instance_id or model.name)
+
+
+def action_target(action: Action) -> str | None:
+    """What to hand to ``Provider.unload``: the instance id when there is one, else the name."""
+    instance = action.params.get("instance")
+    return str(instance) if instance else action.model
+
+
+def order_actions(actions: Sequence[Action], needed: Mapping[str, int]) -> list[Action]:
+    """The ladder's order: cheapest first; at equal cost an action whose expected bytes cover
+    the deficit before one that does not; then the one that frees more.
+
+    The deficit of an action is what its pool needs (``needed[action.pool_id]``), or the largest
+    need of all when the action names no pool. Actions that expect to free nothing are dropped,
+    except refusing new loads, which frees nothing but keeps things from getting worse.
+    """
+    overall = max(needed.values(), default=0)
+
+    def deficit(action: Action) -> int:
+        if action.pool_id is not None and action.pool_id in needed:
+            return needed[action.pool_id]
+        return overall
+
+    def sort_key(action: Action) -> tuple[float, bool, int, str, str]:
+        covers = action.expected_freed_bytes >= deficit(action)
+        return (
+            action.cost,
+            not covers,
+            -action.expected_freed_bytes,
+            action.strategy,
+            action_target(action) or "",
+        )
+
+    useful = [a for a in actions if a.expected_freed_bytes > 0 or a.kind == REFUSE_LOADS]
+    return sorted(useful, key=sort_key)
+
+
+def eviction_cost(
+    model: LoadedModel,
+    policy: ModelPolicy,
+    usage: Usage | None,
+    *,
+    now: float,
+    lowest_priority: int,
+    largest_bytes: int,
+) -> float:
+    """What evicting this model costs users, from 10 up; the lowest is evicted first.
+
+    ``10 * (priority - lowest priority)`` dominates, so a higher priority is always kept over a
+    lower one. Within a priority: recency (up to 5, decaying over ``RECENCY_DECAY_S``), frequency
+    of use seen by the governor (up to 5) and size (up to 2 for the smallest, since evicting a
+    big model frees more per user hurt). A request in flight adds 20.
+    """
+    usage = usage or Usage()
+    last_used = usage.last_used_at or model.idle_since
+    busy = model.requests_in_flight > 0
+    recency = 0.0
+    if busy:
+        recency = 5.0
+    elif last_used is not None:
+        recency = 5.0 * math.exp(-max(now - last_used, 0.0) / RECENCY_DECAY_S)
+    frequency = 5.0 * usage.uses / (usage.uses + 5)
+    size = 2.0 * (1.0 - model.total_bytes / largest_bytes) if largest_bytes > 0 else 0.0
+    in_flight = 20.0 if busy else 0.0
+    priority = 10.0 * (policy.priority - lowest_priority)
+    return round(10.0 + priority + recency + frequency + size + in_flight, 4)
+
+
+_governors: weakref.WeakKeyDictionary[Any, Governor] = weakref.WeakKeyDictionary()
+_governors_lock = threading.Lock()
+
+
+class Governor:
+    """The ladder and load planning for one warden. ``Governor.for_warden(warden)`` gives the
+    one strategies see; create it once per warden."""
+
+    def __init__(self, warden: Warden, *, clock: Callable[[], float] = time.time) -> None:
+        self.warden = warden
+        self.clock = clock
+        self.sessions = SessionRegistry()
+        self.refusing_reason: str | None = None
+        # False: observe and report levels, but take no action (`memwarden watch --dry-run`).
+        self.acting = True
+        self.level = PressureLevel.NORMAL
+        self.last_reading: PressureReading | None = None
+        self.last_round: RoundReport | None = None
+        self._loaded: list[LoadedModel] | None = None
+        self._previous: dict[str, PressureLevel] = {}
+        self._priorities: dict[ModelKey, int] = {}
+        self._policy_cache: dict[tuple[int, int], ModelPolicy] = {}
+        self._usage: dict[ModelKey, Usage] = {}
+        self._last_round_at: float | None = None
+        self._lock = threading.RLock()
+        with _governors_lock:
+            _governors[warden] = self
+
+    @classmethod
+    def for_warden(cls, warden: Warden) -> Governor:
+        with _governors_lock:
+            governor = _governors.get(warden)
+        return governor if governor is not None else cls(warden)
+
+    @property
+    def config(self) -> GovernorConfig:
+        return self.warden.config.governor
+
+    # -- what strategies read --------------------------------------------------------------
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """The models seen at the latest sample (one provider round-trip per sample)."""
+        if self._loaded is None:
+            self._loaded = self.warden.loaded_models()
+        return list(self._loaded)
+
+    def policy(self, model: LoadedModel) -> ModelPolicy:
+        """``[models."<name>"]`` (by instance id, then name), with the priority ensure() or
+        load() was given for this instance taking precedence."""
+        policy = self.warden.config.model_policy(model.instance_id, model.name)
+        priority = self._priorities.get(model_key(model))
+        if priority is None or priority == policy.priority:
+            return policy
+        # Cached: the ladder asks for every loaded model's policy several times per round.
+        cache_key = (id(policy), priority)
+        evolved = self._policy_cache.get(cache_key)
+        if evolved is None:
+            evolved = self._policy_cache[cache_key] = attrs.evolve(policy, priority=priority)
+        return evolved
+
+    def set_priority(self, model: LoadedModel, priority: int) -> None:
+        self._priorities[model_key(model)] = priority
+
+    def usage(self, model: LoadedModel) -> Usage | None:
+        return self._usage.get(model_key(model))
+
+    def record_use(self, model: LoadedModel) -> None:
+        """Count a request to a model (for callers that route requests through memwarden)."""
+        usage = self._usage.setdefault(model_key(model), Usage())
+        usage.uses += 1
+        usage.last_used_at = self.clock()
+
+    def eviction_costs(
+        self, models: Sequence[LoadedModel], now: float | None = None
+    ) -> dict[ModelKey, float]:
+        """:func:`eviction_cost` of each model, relative to the others in ``models``."""
+        if not models:
+            return {}
+        now = self.clock() if now is None else now
+        policies = [self.policy(m) for m in models]
+        lowest = min(p.priority for p in policies)
+        largest = max(m.total_bytes for m in models)
+        return {
+            model_key(m): eviction_cost(
+                m,
+                p,
+                self._usage.get(model_key(m)),
+                now=now,
+                lowest_priority=lowest,
+                largest_bytes=largest,
+            )
+            for m, p in zip(models, policies, strict=True)
+        }
+
+    def refusing(self, reading: PressureReading | None = None) -> str | None:
+        """Why new loads are refused right now, or None. Set by a taken refuse-loads action, or
+        proposed by a strategy for the current reading (so a dry run agrees with the ladder)."""
+        if self.refusing_reason is not None:
+            return self.refusing_reason
+        reading = reading or self.last_reading
+        if reading is None or reading.level < PressureLevel.CRITICAL:
+            return None
+        for action in self.propose(reading):
+            if action.kind == REFUSE_LOADS:
+                return action.description
+        return None
+
+    # -- sampling and levels ---------------------------------------------------------------
+
+    def sample(self) -> PressureReading:
+        """Measure every pool and every loaded model, and evaluate with hysteresis."""
+        snapshot = self.warden.snapshot()
+        loaded = self.warden.loaded_models()
+        return self._evaluate(snapshot, loaded)
+
+    def _evaluate(self, snapshot: DeviceSnapshot, loaded: list[LoadedModel]) -> PressureReading:
+        with self._lock:
+            self._loaded = loaded
+            self._observe_usage(loaded)
+            return pressure.evaluate(
+                snapshot,
+                self.warden.config.pressure,
+                managed_bytes=pressure.managed_bytes(loaded),
+                previous=self._previous,
+            )
+
+    def _observe_usage(self, loaded: list[LoadedModel]) -> None:
+        # A model counts as used when a request starts or its idle clock restarts.
+        now = self.clock()
+        present = set()
+        for model in loaded:
+            key = model_key(model)
+            present.add(key)
+            usage = self._usage.get(key)
+            if usage is None:
+                self._usage[key] = Usage(last_idle_since=model.idle_since, last_seen_at=now)
+                continue
+            busy = model.requests_in_flight > 0
+            if busy and not usage.was_busy:
+                usage.uses += 1
+            if busy:
+                usage.last_used_at = now
+            elif model.idle_since is not None and model.idle_since != usage.last_idle_since:
+                if not usage.was_busy:
+                    usage.uses += 1
+                usage.last_used_at = model.idle_since
+            usage.was_busy = busy
+            usage.last_idle_since = model.idle_since
+            usage.last_seen_at = now
+        # A provider that missed one sample (a timeout) must not lose its models' priorities and
+        # history: forget a model only once it has been gone for FORGET_AFTER_S.
+        if len(self._usage) > len(present):
+            gone = [
+                k
+                for k, u in self._usage.items()
+                if k not in present and now - u.last_seen_at > FORGET_AFTER_S
+            ]
+            for key in gone:
+                del self._usage[key]
+                self._priorities.pop(key, None)
+
+    def observe(self, reading: PressureReading) -> bool:
+        """Take a reading as the current state; emit an event when the level changed."""
+        with self._lock:
+            before = self.level
+            self._previous = pressure.previous_levels(reading)
+            self.last_reading = reading
+            self.level = reading.level
+            if reading.level < PressureLevel.CRITICAL and self.refusing_reason is not None:
+                self.refusing_reason = None
+                self.warden.emit(
+                    Event(
+                        kind="loads-allowed",
+                        message=f"pressure fell to {reading.level}: new loads are allowed again",
+                        level=reading.level,
+                    )
+                )
+            if reading.level == before:
+                return False
+        self.warden.emit(
+            Event(
+                kind="level-changed",
+                message=f"memory pressure {before} -> {reading.level}"
+                + (f": {'; '.join(reading.reasons)}" if reading.reasons else ""),
+                level=reading.level,
+                data={
+                    "from": before.name,
+                    "to": reading.level.name,
+                    "managed_bytes": reading.managed_bytes,
+                    **{f"pool:{p.pool_id}": p.level.name for p in reading.pools},
+                    **{f"used_percent:{p.pool_id}": p.used_percent for p in reading.pools},
+                },
+            )
+        )
+        self.warden.persist("reading", reading)
+        return True
+
+    # -- the ladder ------------------------------------------------------------------------
+
+    def step(self, reading: PressureReading | None = None) -> RoundReport | None:
+        """Observe a reading (sampling one if none is given) and run the ladder when the level
+        changed to one above NORMAL, or stayed there for ``retrigger_interval_s``."""
+        reading = reading if reading is not None else self.sample()
+        changed = self.observe(reading)
+        if reading.level == PressureLevel.NORMAL:
+            return None
+        now = self.clock()
+        due = (
+            changed
+            or self._last_round_at is None
+            or now - self._last_round_at >= self.config.retrigger_interval_s
+        )
+        if not due:
+            return None
+        return self.relieve(reading)
+
+    def propose(
+        self, reading: PressureReading, needed: Mapping[str, int] | None = None
+    ) -> list[Action]:
+        """Every strategy's proposals for this reading, in the order the ladder takes them."""
+        if needed is None:
+            needed = pressure.relief_needed(reading, self.warden.config.pressure)
+        proposals: list[Action] = []
+        for result in self.warden.hook.on_pressure(reading=reading, warden=self.warden):
+            if result:
+                proposals.extend(a for a in result if isinstance(a, Action))
+        return order_actions(proposals, needed)
+
+    def relieve(self, reading: PressureReading) -> RoundReport:
+        """One ladder round: take the first proposal, measure, re-propose, until the level that
+        triggered the round is left (relieved), nothing is left to propose, or
+        ``max_actions_per_round`` actions were taken."""
+        config_pressure = self.warden.config.pressure
+        needed_at_start = pressure.relief_needed(reading, config_pressure)
+        if not self.acting:
+            self._last_round_at = self.clock()
+            return RoundReport(
+                trigger=reading.level,
+                outcomes=(),
+                relieved=False,
+                level_after=reading.level,
+                needed_bytes=needed_at_start,
+            )
+        attempted: set[tuple[str, str, str | None, str | None]] = set()
+        outcomes: list[ActionOutcome] = []
+        expected_total = 0
+        current = reading
+        relieved = exhausted = False
+        while len(outcomes) < self.config.max_actions_per_round:
+            needed = pressure.relief_needed(current, config_pressure)
+            proposals = [a for a in self.propose(current, needed) if _identity(a) not in attempted]
+            if not proposals:
+                exhausted = True
+                break
+            action = proposals[0]
+            attempted.add(_identity(action))
+            outcome, current = self._take(action, current)
+            outcomes.append(outcome)
+            if outcome.ok:
+                expected_total += action.expected_freed_bytes
+            # Relieved: the level that triggered this round is left. What remains of a lower
+            # level is the next round's work, with that level's (gentler) strategies.
+            if current.level < reading.level or current.level == PressureLevel.NORMAL:
+                relieved = True
+                break
+            # Runtimes give memory back with a delay: once the actions taken are expected to
+            # cover what was needed, the next round judges from a fresh sample.
+            if needed_at_start and expected_total >= max(needed_at_start.values()):
+                break
+        self._last_round_at = self.clock()
+        report = RoundReport(
+            trigger=reading.level,
+            outcomes=tuple(outcomes),
+            relieved=relieved,
+            level_after=current.level,
+            needed_bytes=needed_at_start,
+        )
+        self.last_round = report
+        if exhausted and not relieved:
+            self.warden.emit(
+                Event(
+                    kind="ladder-exhausted",
+                    message=f"pressure is {current.level} and no strategy proposes anything more",
+                    level=current.level,
+                    data=dict(pressure.relief_needed(current, config_pressure)),
+                )
+            )
+        return report
+
+    def _take(
+        self, action: Action, before: PressureReading
+    ) -> tuple[ActionOutcome, PressureReading]:
+        error: str | None = None
+        try:
+            self.execute(action)
+        except MemwardenError as exc:
+            error = exc.message
+        except Exception as exc:
+            # A provider bug must not stop the governor; it is reported as a failed action.
+            error = f"{type(exc).__name__}: {exc}"
+        after = self.sample()
+        self.observe(after)
+        freed = before.managed_bytes - after.managed_bytes
+        outcome = ActionOutcome(
+            action=action,
+            ok=error is None,
+            error=error,
+            measured_freed_bytes=freed,
+            level_after=after.level,
+        )
+        data = {
+            "action": action.kind,
+            "strategy": action.strategy,
+            "model": action.model,
+            "provider": action.provider,
+            "pool_id": action.pool_id,
+            "cost": action.cost,
+            "expected_freed_bytes": action.expected_freed_bytes,
+            "measured_freed_bytes": freed,
+            "level_after": after.level.name,
+        }
+        if error is None:
+            self.warden.emit(
+                Event(
+                    kind="action-taken",
+                    message=f"{action.strategy}: {action.description}",
+                    level=after.level,
+                    data=data,
+                )
+            )
+        else:
+            self.warden.emit(
+                Event(
+                    kind="action-failed",
+                    message=f"{action.strategy}: {action.description} failed: {error}",
+                    level=after.level,
+                    data={**data, "error": error},
+                )
+            )
+        return outcome, after
+
+    def execute(self, action: Action) -> None:
+        """Carry out one action through its provider (or the governor's own state)."""
+        if action.kind == REFUSE_LOADS:
+            self.refusing_reason = action.description
+            return
+        if action.kind == COMPRESS_CONTEXT:
+            self._compress(action)
+            return
+        provider = self._provider_of(action)
+        if action.kind == UNLOAD:
+            provider.unload(action_target(action) or "")
+        elif action.kind == SHRINK_CONTEXT:
+            self._shrink(provider, action)
+        elif action.kind == RELEASE_CACHE:
+            provider.release_caches()
+        else:
+            raise ProviderError(
+                f"action {action.kind!r} proposed by {action.strategy!r} has no executor",
+                hint="strategies may propose only: unload, shrink-context, release-cache, "
+                "compress-context, refuse-loads",
+            )
+
+    def _provider_of(self, action: Action) -> Provider:
+        providers = self.warden.providers()
+        if action.provider is None or action.provider not in providers:
+            raise ProviderError(
+                f"{action.strategy}: action on {action.model!r} names provider "
+                f"{action.provider!r}, which is not registered",
+                hint=f"registered providers: {', '.join(sorted(providers)) or 'none'}",
+            )
+        return providers[action.provider]
+
+    def _shrink(self, provider: Provider, action: Action) -> None:
+        context_tokens = int(action.params["context_tokens"])
+        old = next(
+            (
+                m
+                for m in self.loaded_models()
+                if model_key(m) == (provider.name, action_target(action))
+            ),
+            None,
+        )
+        provider.unload(action_target(action) or "")
+        reloaded = provider.load(action.model or "", context_tokens=context_tokens)
+        if old is not None:
+            priority = self._priorities.get(model_key(old))
+            if priority is not None:
+                self._priorities[model_key(reloaded)] = priority
+
+    def _compress(self, action: Action) -> None:
+        session_id = str(action.params["session"])
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ProviderError(f"session {session_id!r} is no longer registered")
+        budget = int(action.params["budget_tokens"])
+        window = self.warden.hook.compress_context(window=session.window, budget_tokens=budget)
+        if window is None:
+            raise ProviderError(
+                f"no compress_context plugin could fit session {session_id!r} in {budget} tokens",
+                hint="enable a context-compression plugin, or disable compress-context",
+            )
+        self.sessions.replace_window(session_id, window)
+
+    # -- making room before a load ---------------------------------------------------------
+
+    def plan_load(
+        self,
+        models: Sequence[ModelRef | str],
+        priority: int = 0,
+        *,
+        context_tokens: int = DEFAULT_CONTEXT_TOKENS,
+        options: Mapping[str, Any] | None = None,
+        reading: PressureReading | None = None,
+    ) -> LoadPlan:
+        """Which loaded models to evict so ``models`` fit, without evicting anything.
+
+        Each pool must keep ``[budget] safety_margin_percent`` of its total free after the load;
+        the managed models must stay within ``max_managed_memory``; at most
+        ``max_loaded_models`` may be loaded. Only models with a priority no higher than
+        ``priority``, not pinned or critical, and with no request in flight may be evicted,
+        cheapest :func:`eviction_cost` first; evictions that turn out unneeded are dropped.
+        """
+        refs = tuple(m if isinstance(m, ModelRef) else ModelRef(name=m) for m in models)
+        if reading is None:
+            reading = self.sample()
+            self.observe(reading)
+        loaded = self.loaded_models()
+        snapshot = reading.snapshot
+        estimates = tuple(
+            self.warden.estimate(ref, context_tokens, **dict(options or {})) for ref in refs
+        )
+        home = _home_pool(snapshot)
+        gpu = _single_gpu_pool(snapshot)
+
+        demand: dict[str, int] = {}
+        for estimate in estimates:
+            if estimate.per_pool:
+                for share in estimate.per_pool:
+                    demand[share.pool_id] = demand.get(share.pool_id, 0) + share.bytes
+            elif home is not None:
+                demand[home] = demand.get(home, 0) + estimate.total_bytes
+        margin = self.warden.config.budget.safety_margin_percent / 100.0
+        needed: dict[str, int] = {}
+        for pool_id, bytes_wanted in demand.items():
+            pool = snapshot.pool(pool_id)
+            room = pool.available_bytes - int(pool.total_bytes * margin) if pool else 0
+            if bytes_wanted > room:
+                needed[pool_id] = bytes_wanted - room
+        cap = self.warden.config.pressure.max_managed_memory
+        if cap is not None:
+            over = reading.managed_bytes + sum(e.total_bytes for e in estimates) - int(cap)
+            if over > 0:
+                needed[pressure.MANAGED_CAP] = over
+        slots = self.config.max_loaded_models
+        if slots is not None and len(loaded) + len(refs) > slots:
+            needed[MAX_LOADED] = len(loaded) + len(refs) - slots
+
+        if any(pool_id not in {p.id for p in snapshot.pools} for pool_id in demand):
+            missing = sorted(p for p in demand if snapshot.pool(p) is None)
+            return LoadPlan(
+                models=refs,
+                priority=priority,
+                estimates=estimates,
+                needed=needed,
+                evictions=(),
+                fits=False,
+                reason=f"the estimate places memory in pool(s) {', '.join(missing)}, "
+                "which no device plugin reports",
+            )
+
+        evictable, kept_reasons = self._evictable(loaded, priority)
+        costs = self.eviction_costs(evictable)
+        evictable.sort(key=lambda m: costs[model_key(m)])
+
+        def frees(model: LoadedModel) -> dict[str, int]:
+            gains: dict[str, int] = {pressure.MANAGED_CAP: model.total_bytes, MAX_LOADED: 1}
+            on_gpu = model.gpu_bytes if gpu is not None else 0
+            if gpu is not None and on_gpu:
+                gains[gpu] = on_gpu
+            if home is not None:
+                gains[home] = gains.get(home, 0) + model.total_bytes - on_gpu
+            return gains
+
+        remaining = dict(needed)
+        chosen: list[tuple[LoadedModel, dict[str, int]]] = []
+        for model in evictable:
+            if all(v <= 0 for v in remaining.values()):
+                break
+            gains = frees(model)
+            if any(remaining.get(k, 0) > 0 for k in gains):
+                chosen.append((model, gains))
+                for k, gain in gains.items():
+                    if k in remaining:
+                        remaining[k] -= gain
+        fits = all(v <= 0 for v in remaining.values())
+        if fits:
+            # Greedy picks in cost order can over-evict: drop, costliest first, any eviction
+            # the others already make unnecessary.
+            for model, gains in reversed(list(chosen)):
+                if all(remaining.get(k, 0) + gains.get(k, 0) <= 0 for k in remaining):
+                    chosen.remove((model, gains))
+                    for k in remaining:
+                        remaining[k] += gains.get(k, 0)
+        evictions = tuple(
+            unload_action(m, "ensure", costs[model_key(m)], f"make room for {_names(refs)}")
+            for m, _ in chosen
+        )
+        evictable_bytes = sum(m.total_bytes for m in evictable)
+        reason = None
+        if not fits:
+            short = ", ".join(
+                f"{_need_name(k)} {_need_amount(k, v)}" for k, v in remaining.items() if v > 0
+            )
+            asked = ", ".join(f"{_need_name(k)} {_need_amount(k, v)}" for k, v in needed.items())
+            reason = (
+                f"{_names(refs)} need(s) {_gib(sum(e.total_bytes for e in estimates))} "
+                f"at {context_tokens} tokens of context; short by {asked}. Evicting every "
+                f"model that may be evicted ({len(evictable)} models, "
+                f"{_gib(evictable_bytes)}) still leaves {short} missing"
+            )
+            if kept_reasons:
+                reason += f"; not evictable: {'; '.join(kept_reasons[:10])}"
+                if len(kept_reasons) > 10:
+                    reason += f" and {len(kept_reasons) - 10} more"
+        return LoadPlan(
+            models=refs,
+            priority=priority,
+            estimates=estimates,
+            needed=needed,
+            evictions=evictions,
+            fits=fits,
+            reason=reason,
+            evictable_bytes=evictable_bytes,
+        )
+
+    def _evictable(
+        self, loaded: Sequence[LoadedModel], priority: int
+    ) -> tuple[list[LoadedModel], list[str]]:
+        evictable: list[LoadedModel] = []
+        kept: list[str] = []
+        for model in loaded:
+            policy = self.policy(model)
+            label = model.instance_id or model.name
+            if policy.critical or policy.pinned:
+                kept.append(f"{label} is {'critical' if policy.critical else 'pinned'}")
+            elif model.requests_in_flight > 0:
+                kept.append(f"{label} has {model.requests_in_flight} request(s) in flight")
+            elif policy.priority > priority:
+                kept.append(f"{label} has priority {policy.priority} > {priority}")
+            else:
+                evictable.append(model)
+        return evictable, kept
+
+    def ensure(
+        self,
+        models: Sequence[ModelRef | str],
+        priority: int = 0,
+        *,
+        context_tokens: int = DEFAULT_CONTEXT_TOKENS,
+        options: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> LoadPlan:
+        """Make room for ``models``: evict what :meth:`plan_load` chose, or raise
+        :class:`InsufficientMemory` naming what is needed and what could be freed."""
+        refs = tuple(m if isinstance(m, ModelRef) else ModelRef(name=m) for m in models)
+        reading = self.sample()
+        self.observe(reading)
+        refused = self.refusing(reading)
+        if refused is not None:
+            self._refuse(refs, f"memory pressure is {reading.level}: {refused}")
+        plan = self.plan_load(
+            refs, priority, context_tokens=context_tokens, options=options, reading=reading
+        )
+        if not plan.fits:
+            self._refuse(refs, plan.reason or "it does not fit")
+        if dry_run:
+            return plan
+        current = reading
+        for action in plan.evictions:
+            outcome, current = self._take(action, current)
+            if not outcome.ok:
+                raise ProviderError(
+                    f"could not make room for {_names(refs)}: unloading {action.model!r} "
+                    f"failed: {outcome.error}",
+                    hint="check the provider with `memwarden status`",
+                )
+        return plan
+
+    def _refuse(self, refs: Sequence[ModelRef], reason: str) -> None:
+        message = f"refused to load {_names(refs)}: {reason}"
+        self.warden.emit(
+            Event(
+                kind="load-refused",
+                message=message,
+                level=self.level,
+                data={"models": _names(refs)},
+            )
+        )
+        raise InsufficientMemory(
+            message,
+            hint="free memory, lower the context, raise this load's priority, or unpin models "
+            "(`memwarden plan` shows what the ladder would do)",
+        )
+
+    def load(
+        self,
+        model: ModelRef | str,
+        priority: int = 0,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> LoadedModel:
+        """``ensure()`` then load through the model's provider, remembering its priority."""
+        ref = model if isinstance(model, ModelRef) else ModelRef(name=model)
+        provider = self._provider_for(ref)
+        if ref.provider is None:
+            ref = attrs.evolve(ref, provider=provider.name)
+        self.ensure(
+            [ref],
+            priority,
+            context_tokens=context_tokens or DEFAULT_CONTEXT_TOKENS,
+            options=options,
+        )
+        loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+        self._priorities[model_key(loaded)] = priority
+        if self._loaded is not None:
+            self._loaded.append(loaded)
+        self.warden.emit(
+            Event(
+                kind="model-loaded",
+                message=f"loaded {loaded.name} ({loaded.provider}) with priority {priority}",
+                level=self.level,
+                data={
+                    "model": loaded.name,
+                    "provider": loaded.provider,
+                    "instance": loaded.instance_id,
+                    "total_bytes": loaded.total_bytes,
+                    "priority": priority,
+                },
+            )
+        )
+        return loaded
+
+    def _provider_for(self, ref: ModelRef) -> Provider:
+        providers = self.warden.providers()
+        if ref.provider is not None:
+            if ref.provider not in providers:
+                raise ModelNotFound(
+                    f"{ref.name!r} names provider {ref.provider!r}, which is not registered",
+                    hint=f"registered providers: {', '.join(sorted(providers)) or 'none'}",
+                )
+            return providers[ref.provider]
+        if len(providers) == 1:
+            return next(iter(providers.values()))
+        raise ModelNotFound(
+            f"say which provider should load {ref.name!r}",
+            hint=f"pass ModelRef(name, provider=...); registered: {', '.join(sorted(providers))}",
+        )
+
+
+# The key of LoadPlan.needed for the limit on concurrently loaded models.
+MAX_LOADED = "max_loaded_models"
+
+
+def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
+    return (action.kind, action.strategy, action.provider, action_target(action))
+
+
+def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
+    """An ``unload`` action for a loaded model, as strategies and ensure() propose it."""
+    label = model.instance_id or model.name
+    return Action(
+        kind=UNLOAD,
+        strategy=strategy,
+        description=f"unload {label} ({model.provider}, {_gib(model.total_bytes)}) to {why}",
+        expected_freed_bytes=model.total_bytes,
+        cost=cost,
+        model=model.name,
+        provider=model.provider,
+        params={"instance": model.instance_id} if model.instance_id else {},
+    )
+
+
+def _home_pool(snapshot: DeviceSnapshot) -> str | None:
+    """Where a model's memory lands when its estimate names no pool: system or unified RAM."""
+    for kind in (PoolKind.UNIFIED, PoolKind.SYSTEM):
+        for pool in snapshot.pools:
+            if pool.kind == kind:
+                return pool.id
+    return snapshot.pools[0].id if snapshot.pools else None
+
+
+def _single_gpu_pool(snapshot: DeviceSnapshot) -> str | None:
+    # LoadedModel.gpu_bytes does not say which GPU; with one it is unambiguous, with several
+    # the plan counts no GPU relief rather than guess.
+    gpus = [p.id for p in snapshot.pools if p.kind == PoolKind.GPU]
+    return gpus[0] if len(gpus) == 1 else None
+
+
+def _names(refs: Sequence[ModelRef]) -> str:
+    return ", ".join(repr(r.name) for r in refs)
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def _need_name(key: str) -> str:
+    if key == pressure.MANAGED_CAP:
+        return "max_managed_memory"
+    if key == MAX_LOADED:
+        return "max_loaded_models"
+    return f"pool {key}"
+
+
+def _need_amount(key: str, value: int) -> str:
+    return f"{value} model slot(s)" if key == MAX_LOADED else _gib(value)

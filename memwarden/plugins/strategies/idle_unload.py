@@ -1,0 +1,46 @@
+"""Idle unload: unload models nobody has used for a while.
+
+Cost 1 to 1.5 (nobody is waiting on them; a bigger idle model is slightly cheaper to drop since
+it frees more). The timeout is ``idle_unload_after_s`` of the model's ``[models."<name>"]``
+policy, else of ``[governor]``; idleness is ``LoadedModel.idle_since`` as the runtime reports it,
+or the governor's own record of the model's last use. Pinned and critical models are kept.
+"""
+
+from __future__ import annotations
+
+from memwarden.core.governor import Governor, unload_action
+from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.warden import Warden
+from memwarden.hookspecs import hookimpl
+
+NAME = "idle-unload"
+
+
+@hookimpl
+def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None:
+    if reading.level < PressureLevel.WARNING:
+        return None
+    governor = Governor.for_warden(warden)
+    now = governor.clock()
+    models = governor.loaded_models()
+    largest = max((m.total_bytes for m in models), default=0)
+    actions = []
+    for model in models:
+        policy = governor.policy(model)
+        timeout = policy.idle_unload_after_s
+        if timeout is None:
+            timeout = warden.config.governor.idle_unload_after_s
+        if timeout is None or policy.pinned or policy.critical or model.requests_in_flight:
+            continue
+        usage = governor.usage(model)
+        last_used = max(
+            (t for t in (model.idle_since, usage.last_used_at if usage else None) if t),
+            default=None,
+        )
+        if last_used is None or now - last_used < timeout:
+            continue
+        cost = 1.0 + 0.5 * (1.0 - model.total_bytes / largest) if largest else 1.0
+        actions.append(
+            unload_action(model, NAME, round(cost, 4), f"idle for {now - last_used:.0f} s")
+        )
+    return actions

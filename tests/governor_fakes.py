@@ -1,0 +1,194 @@
+"""A scripted device and an in-memory provider for deterministic governor tests.
+
+Both are real plugins registered through the real plugin manager: the device plugin's
+``detect_device`` reports one scripted pool, and the provider is a real ``Provider`` subclass
+whose loads and unloads move bytes in that pool, as a runtime's would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import attrs
+
+from memwarden.core.config import Config
+from memwarden.core.plugins import BUILTIN_PLUGINS, Plugins
+from memwarden.core.providers import Provider
+from memwarden.core.types import (
+    AvailableModel,
+    LoadedModel,
+    MemoryEstimate,
+    MemoryPool,
+    ModelRef,
+    PoolKind,
+    ProviderStatus,
+)
+from memwarden.core.warden import Warden
+from memwarden.hookspecs import hookimpl
+
+GIB = 2**30
+# What the scripted runtime charges per token of context (its KV cache), and what the test
+# estimator says: the two agree, as a good estimator and a runtime would.
+KV_BYTES_PER_TOKEN = 128 * 1024
+
+
+class ScriptedDevice:
+    """One system pool whose usage the test sets; loaded models add to it."""
+
+    def __init__(self, total_bytes: int = 100 * GIB, baseline_bytes: int = 10 * GIB) -> None:
+        self.total_bytes = total_bytes
+        self.baseline_bytes = baseline_bytes  # what everything but the models uses
+        self.models_bytes = 0
+        self.calls = 0
+
+    def set_used_percent(self, percent: float) -> None:
+        """Set what other programs use so that the pool reads ``percent`` used."""
+        self.baseline_bytes = int(self.total_bytes * percent / 100) - self.models_bytes
+
+    @property
+    def used_bytes(self) -> int:
+        return min(self.baseline_bytes + self.models_bytes, self.total_bytes)
+
+    @hookimpl
+    def detect_device(self, config: Config) -> list[MemoryPool]:
+        self.calls += 1
+        used = self.used_bytes
+        return [
+            MemoryPool(
+                id="system",
+                kind=PoolKind.SYSTEM,
+                name="Scripted RAM",
+                total_bytes=self.total_bytes,
+                available_bytes=self.total_bytes - used,
+                used_bytes=used,
+                source="scripted-device",
+            )
+        ]
+
+
+class MemoryProvider(Provider):
+    """A runtime that lives in a dict: ``load`` takes bytes from the scripted device."""
+
+    name = "memory"
+
+    def __init__(self, device: ScriptedDevice) -> None:
+        self.device = device
+        self.models: dict[str, LoadedModel] = {}
+        self.sizes: dict[str, int] = {}  # weights bytes per model name
+        self.unloaded: list[str] = []
+        self.loads: list[tuple[str, int | None]] = []
+        self.failing: set[str] = set()
+        self.cache_bytes = 0
+        self._ids = itertools.count(1)
+
+    def add_model(self, name: str, weights_bytes: int) -> None:
+        self.sizes[name] = weights_bytes
+
+    def _footprint(self, name: str, context_tokens: int | None) -> int:
+        return self.sizes[name] + (context_tokens or 0) * KV_BYTES_PER_TOKEN
+
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(name=self.name, reachable=True)
+
+    def available_models(self) -> list[AvailableModel]:
+        return [
+            AvailableModel(name=n, provider=self.name, size_bytes=s) for n, s in self.sizes.items()
+        ]
+
+    def loaded_models(self) -> list[LoadedModel]:
+        return list(self.models.values())
+
+    def load(
+        self, model: str, *, context_tokens: int | None = None, keep_alive_s: float | None = None
+    ) -> LoadedModel:
+        instance = f"{model}#{next(self._ids)}"
+        loaded = LoadedModel(
+            name=model,
+            provider=self.name,
+            total_bytes=self._footprint(model, context_tokens),
+            context_tokens=context_tokens,
+            idle_since=time.time(),
+            instance_id=instance,
+        )
+        self.models[instance] = loaded
+        self.device.models_bytes += loaded.total_bytes
+        self.loads.append((model, context_tokens))
+        return loaded
+
+    def unload(self, model: str) -> None:
+        if model in self.failing:
+            raise RuntimeError(f"runtime refused to unload {model}")
+        loaded = self.models.pop(model)
+        self.device.models_bytes -= loaded.total_bytes
+        self.unloaded.append(model)
+
+    def set(self, instance: str, **changes: object) -> None:
+        """Change what the runtime reports about a loaded instance (idle time, requests)."""
+        self.models[instance] = attrs.evolve(self.models[instance], **changes)
+
+    def releasable_cache_bytes(self) -> int:
+        return self.cache_bytes
+
+    def release_caches(self) -> int:
+        released, self.cache_bytes = self.cache_bytes, 0
+        self.device.baseline_bytes -= released
+        return released
+
+
+class MemoryRuntimePlugin:
+    """Registers the in-memory provider and sizes its models the way it charges them."""
+
+    def __init__(self, provider: MemoryProvider) -> None:
+        self.provider = provider
+
+    @hookimpl
+    def register_providers(self, register, config: Config) -> None:
+        register(self.provider)
+
+    @hookimpl
+    def estimate_model_size(self, model: ModelRef, context_tokens: int, options) -> MemoryEstimate:
+        return MemoryEstimate(
+            model=model,
+            context_tokens=context_tokens,
+            weights_bytes=self.provider.sizes[model.name],
+            kv_cache_bytes=context_tokens * KV_BYTES_PER_TOKEN,
+            compute_bytes=0,
+            overhead_bytes=0,
+            confidence="high",
+            estimator="memory-runtime",
+        )
+
+
+@attrs.define
+class Rig:
+    warden: Warden
+    device: ScriptedDevice
+    provider: MemoryProvider
+    events: list
+
+
+class EventRecorder:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    @hookimpl
+    def on_event(self, event, warden) -> None:
+        self.events.append(event)
+
+
+def make_rig(config: Config | None = None, **device_args: int) -> Rig:
+    """A warden with the built-in strategies and state plugin, plus the fakes."""
+    config = config or Config()
+    device = ScriptedDevice(**device_args)
+    provider = MemoryProvider(device)
+    # No real device plugin: the scripted device is the only pool, on any machine.
+    allowed = ["sqlite-state"] + [n for n, module in BUILTIN_PLUGINS if ".strategies." in module]
+    plugins = Plugins(config, load_entry_points=False, env={"MEMWARDEN_PLUGINS": ",".join(allowed)})
+    plugins.register(device, None)
+    plugins.register(MemoryRuntimePlugin(provider))
+    recorder = EventRecorder()
+    plugins.register(recorder)
+    return Rig(
+        warden=Warden(config, plugins), device=device, provider=provider, events=recorder.events
+    )
