@@ -37,6 +37,9 @@ BUILTINS_TOKEN = "builtins"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("system", "memwarden.plugins.system"),
     ("sqlite-state", "memwarden.plugins.sqlite_state"),
+    ("gguf-estimator", "memwarden.plugins.gguf_estimator"),
+    ("metadata-estimator", "memwarden.plugins.metadata_estimator"),
+    ("heuristic-estimator", "memwarden.plugins.heuristic_estimator"),
 )
 
 BUILTIN = "built-in"

@@ -9,6 +9,7 @@ close the result is to a real load.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -208,8 +209,10 @@ def compute_buffer_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) 
     n_head = max(shape.head_count, default=0)
     n_head_kv = max(shape.head_count_kv, default=0)
     qkv = (
-        n_head * shape.key_length + n_head_kv * (shape.key_length + shape.value_length)
-    ) * n_tokens * F32_BYTES
+        (n_head * shape.key_length + n_head_kv * (shape.key_length + shape.value_length))
+        * n_tokens
+        * F32_BYTES
+    )
     attention = 0
     for swa in kinds:
         cells = layout.swa_cells_per_stream if swa else layout.cells_per_stream
@@ -400,3 +403,116 @@ def shape_from_metadata(
         expert_used_count=int(metadata.get(f"{arch}.expert_used_count") or 0),
         expert_feed_forward_length=int(metadata.get(f"{arch}.expert_feed_forward_length") or 0),
     )
+
+
+# -- quantisation names and sizes, for estimators that have no tensor table -----------------
+
+# llama.cpp's llama_ftype (general.file_type) -> the name Ollama and LM Studio show.
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
+}
+# Average bits per weight of each quantisation mix over a whole model, as llama.cpp's
+# `llama-quantize --help` lists them for a 7-8B model (mixes keep some tensors at higher types).
+BITS_PER_WEIGHT = {
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_1": 6.0,
+    "Q5_0": 5.5,
+    "Q5_K_M": 5.69,
+    "Q5_K_S": 5.54,
+    "Q4_1": 5.0,
+    "Q4_0": 4.55,
+    "Q4_K_M": 4.89,
+    "Q4_K_S": 4.58,
+    "IQ4_NL": 4.5,
+    "IQ4_XS": 4.25,
+    "MXFP4_MOE": 4.25,
+    "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91,
+    "Q3_K_S": 3.5,
+    "IQ3_M": 3.66,
+    "IQ3_S": 3.44,
+    "IQ3_XS": 3.3,
+    "IQ3_XXS": 3.06,
+    "Q2_K": 2.96,
+    "Q2_K_S": 2.6,
+    "IQ2_M": 2.7,
+    "IQ2_S": 2.5,
+    "IQ2_XS": 2.31,
+    "IQ2_XXS": 2.06,
+    "TQ2_0": 2.06,
+    "IQ1_M": 1.75,
+    "TQ1_0": 1.69,
+    "IQ1_S": 1.56,
+}
+_QUANT_IN_NAME = re.compile(
+    r"(?<![a-z0-9])(" + "|".join(sorted(BITS_PER_WEIGHT, key=len, reverse=True)) + r")(?![a-z0-9])",
+    re.IGNORECASE,
+)
+_PARAMS_IN_TEXT = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*([kmbt])(?![a-z])", re.IGNORECASE)
+_PARAM_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def quantization_name(value: Any) -> str | None:
+    """A quantisation's canonical name from a file type number or a name ("q4_k_m", "Q4_K_M")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return FILE_TYPES.get(value)
+    if isinstance(value, str):
+        match = _QUANT_IN_NAME.search(value)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def parameter_count(value: Any) -> int | None:
+    """A parameter count from a number or text such as "7B", "3.2B", "270M", "8x7B"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        experts = re.search(r"(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*([kmbt])", value, re.IGNORECASE)
+        if experts:
+            count, size, unit = experts.groups()
+            return int(int(count) * float(size) * _PARAM_UNITS[unit.lower()])
+        match = _PARAMS_IN_TEXT.search(value)
+        if match:
+            return int(float(match.group(1)) * _PARAM_UNITS[match.group(2).lower()])
+    return None
