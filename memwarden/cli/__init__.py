@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "memwarden.cli.status",
     "memwarden.cli.plugins",
     "memwarden.cli.config",
+    "memwarden.cli.estimate",
 )
 
 
