@@ -258,7 +258,14 @@ class _Reader:
 
     def count(self, what: str) -> int:
         value = self.scalar("Q")
-        if value > _MAX_ITEMS or value > self.file_bytes:
+        if value <= _MAX_ITEMS and value > self.file_bytes - self.offset:
+            # Every item takes at least a byte: the rest of the file cannot hold them.
+            raise ModelFileError(
+                f"{self.path}: truncated at byte {self.file_bytes} while reading {self.what} "
+                f"({what} of {value} at byte {self.offset - 8})",
+                hint="the download or copy is incomplete; download the model again",
+            )
+        if value > _MAX_ITEMS:
             raise ModelFileError(
                 f"{self.path}: corrupt header at byte {self.offset - 8}: {what} of {value} "
                 f"while reading {self.what}",
