@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memwarden.core.errors import EstimateUnavailable
+from memwarden.core.gguf import ArraySummary
 from memwarden.core.sizing import (
     BITS_PER_WEIGHT,
     ModelShape,
@@ -83,7 +84,8 @@ def shape_from_provider(metadata: Mapping[str, Any]) -> tuple[ModelShape, list[s
     weights_bytes, weights_source = weights
     notes = [f"weights from {weights_source}"]
     tokens = info.get("tokenizer.ggml.tokens")
-    vocab = len(tokens) if isinstance(tokens, list) and tokens else info.get(f"{arch}.vocab_size")
+    has_tokens = isinstance(tokens, list | ArraySummary) and len(tokens) > 0
+    vocab = len(tokens) if has_tokens else info.get(f"{arch}.vocab_size")
     if not isinstance(vocab, int) or vocab <= 0:
         vocab = ASSUMED_VOCAB_SIZE
         notes.append(f"vocabulary size not reported; assumed {vocab:,}")
