@@ -114,3 +114,9 @@ def _value_type(value: object) -> gguf.GGUFValueType:
     if isinstance(value, str):
         return gguf.GGUFValueType.STRING
     return gguf.GGUFValueType.ARRAY
+
+
+def isolate_model_stores(monkeypatch, home: Path) -> None:
+    """No real Ollama or LM Studio store of the machine running the tests is searched."""
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)

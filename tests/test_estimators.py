@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from gguf_files import write_gemma3, write_model
+from gguf_files import isolate_model_stores, write_gemma3, write_model
 
 from memwarden.core.config import Config
 from memwarden.core.errors import EstimateUnavailable
@@ -17,6 +17,11 @@ from memwarden.core.types import Confidence, ModelRef
 from memwarden.core.warden import Warden
 
 MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def no_model_stores(monkeypatch, tmp_path_factory):
+    isolate_model_stores(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture
