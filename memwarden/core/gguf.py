@@ -19,7 +19,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -505,8 +505,3 @@ def read_model(path: str | os.PathLike[str]) -> GGUFModel:
         alignment=first.alignment,
         file_bytes=sum(h.file_bytes for h in headers),
     )
-
-
-def metadata_list(value: Any) -> Sequence[Any] | None:
-    """A metadata value as a list when it is one (kept arrays), else None."""
-    return value if isinstance(value, list) else None
