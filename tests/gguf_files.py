@@ -44,9 +44,10 @@ def write_model(
     weight_type: Q = Q.Q8_0,
     split_max_tensors: int = 0,
     extra: dict | None = None,
+    endianess: gguf.GGUFEndian = gguf.GGUFEndian.LITTLE,
 ) -> Path:
     """A model of ``arch`` with real key names and tensor names, tiny tensors of zeros."""
-    writer = gguf.GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
+    writer = gguf.GGUFWriter(path, arch, split_max_tensors=split_max_tensors, endianess=endianess)
     writer.add_block_count(layers)
     writer.add_context_length(context)
     writer.add_embedding_length(embedding)

@@ -97,3 +97,9 @@ def test_fit_max_ctx_stops_at_the_trained_context(run_cli, model_file):
     data = run_cli("fit", str(model_file), "--max-ctx", "--json").json()
     assert data["max_context_tokens"] == 8192
     assert data["memory_limit_context_tokens"] > 8192
+
+
+def test_fit_with_gpu_layers_and_no_gpu_is_bad_usage(run_cli, model_file):
+    result = run_cli("fit", str(model_file), "--gpu-layers", "2")
+    assert result.exit_code == 2
+    assert "needs a GPU pool" in result.stderr

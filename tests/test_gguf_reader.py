@@ -128,3 +128,12 @@ def test_missing_file_is_a_model_file_error(tmp_path):
 def test_gemma3_metadata_reads_its_sliding_window(tmp_path):
     metadata = read_header(write_gemma3(tmp_path / "g.gguf")).metadata
     assert metadata["gemma3.attention.sliding_window"] == 512
+
+
+def test_big_endian_file_reads_like_a_little_endian_one(tmp_path):
+    little = read_header(write_model(tmp_path / "le.gguf"))
+    big = read_header(write_model(tmp_path / "be.gguf", endianess=gguf.GGUFEndian.BIG))
+    assert big.metadata["llama.block_count"] == little.metadata["llama.block_count"]
+    assert [(t.name, t.shape, t.nbytes) for t in big.tensors] == [
+        (t.name, t.shape, t.nbytes) for t in little.tensors
+    ]

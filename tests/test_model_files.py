@@ -146,3 +146,20 @@ def test_unknown_setting_of_the_estimator_is_a_config_error(tmp_path):
 def test_missing_explicit_path_is_model_not_found(tmp_path):
     with pytest.raises(ModelNotFound, match=r"nope\.gguf: model file not found"):
         Warden(Config()).estimate(ModelRef(name=str(tmp_path / "nope.gguf")), 2048)
+
+
+def test_lmstudio_path_in_metadata_leads_to_the_file(tmp_path, model_file):
+    root = tmp_path / "lms"
+    repo = root / "someone" / "tiny-GGUF"
+    repo.mkdir(parents=True)
+    (repo / "tiny-Q8_0.gguf").write_bytes(model_file.read_bytes())
+    from memwarden.core.config import parse_config_data
+
+    config = parse_config_data(
+        {"plugins": {"gguf-estimator": {"lmstudio_models_dir": str(root)}}}, None
+    )
+    metadata = {"modelKey": "tiny", "path": "someone/tiny-GGUF/tiny-Q8_0.gguf"}
+    model = ModelRef(name="my-tiny-alias", provider="lmstudio")
+    result = Warden(config).estimate(model, 2048, metadata=metadata)
+    assert result.estimator == "gguf-estimator"
+    assert result.model.path == str(repo / "tiny-Q8_0.gguf")

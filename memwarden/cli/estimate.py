@@ -20,7 +20,7 @@ from memwarden.core.errors import ConfigError, InsufficientMemory
 from memwarden.core.model_files import looks_like_path
 from memwarden.core.serialize import to_data
 from memwarden.core.sizing import KV_CACHE_TYPES
-from memwarden.core.types import MemoryEstimate, ModelRef
+from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
 
 DEFAULT_CONTEXT_TOKENS = 4096
 
@@ -211,10 +211,15 @@ def fit(
     Exits 0 when it fits and 3 when it does not.
     """
     warden = app.warden
+    snapshot = warden.snapshot()
+    if gpu_layers and pool_id is None:
+        gpus = [pool.id for pool in snapshot.pools if pool.kind is PoolKind.GPU]
+        if not gpus:
+            raise click.UsageError("--gpu-layers needs a GPU pool, and none is reported")
+        pool_id = gpus[0]
     ref, options = _request(
         model, provider, kv_type, parallel, gpu_layers, no_flash_attn, metadata_file, pool_id
     )
-    snapshot = warden.snapshot()
     budget = warden.config.budget
 
     def fit_at(tokens: int) -> FitResult:
