@@ -61,7 +61,7 @@ def detect_device(config: Config) -> Sequence[MemoryPool] | DeviceUnavailable | 
 
 @hookspec(firstresult=True)
 def estimate_model_size(
-    model: ModelRef, context_tokens: int, options: dict[str, Any]
+    model: ModelRef, context_tokens: int, options: dict[str, Any], config: Config
 ) -> MemoryEstimate | None:
     """Estimate the memory a model takes when loaded with a given context length.
 
@@ -73,6 +73,8 @@ def estimate_model_size(
     :param options: runtime options that change the answer, all optional: ``kv_type`` ("f16",
         "q8_0", "q4_0", ...), ``parallel`` (sequences), ``batch_tokens``, ``gpu_layers``,
         ``pool_id``, ``metadata`` (a provider's model info when the file is not reachable).
+        docs/estimation.md lists every key.
+    :param config: the effective configuration (where model stores are, your own section).
     :return: a ``MemoryEstimate`` with its breakdown, or None when you cannot size this model.
         **First result wins.** Precise estimators (reading the model file) mark themselves
         ``tryfirst=True``; heuristics ``trylast=True``.

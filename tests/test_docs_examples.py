@@ -66,7 +66,9 @@ def test_estimate_model_size_example():
     estimate = warden.estimate(ModelRef("tinyllama:1.1b"), 2048)
     assert estimate.weights_bytes == 550_000_000
     assert (
-        warden.hook.estimate_model_size(model=ModelRef("other"), context_tokens=1, options={})
+        warden.hook.estimate_model_size(
+            model=ModelRef("other"), context_tokens=1, options={}, config=warden.config
+        )
         is None
     )
 

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "memwarden.cli.models",
     "memwarden.cli.plan",
     "memwarden.cli.watch",
+    "memwarden.cli.estimate",
 )
 
 

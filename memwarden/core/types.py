@@ -131,6 +131,8 @@ class MemoryEstimate:
     estimator: str
     per_pool: tuple[PoolShare, ...] = ()
     notes: tuple[str, ...] = ()
+    # The context the model was trained for, when the estimator knows it.
+    trained_context_tokens: int | None = None
     total_bytes: int = attrs.field(init=False)
 
     @total_bytes.default

@@ -98,7 +98,7 @@ class Warden:
 
     def estimate(self, model: ModelRef, context_tokens: int, **options: Any) -> MemoryEstimate:
         result = self.hook.estimate_model_size(
-            model=model, context_tokens=context_tokens, options=options
+            model=model, context_tokens=context_tokens, options=options, config=self.config
         )
         if result is None:
             raise EstimateUnavailable(

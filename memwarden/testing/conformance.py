@@ -140,7 +140,9 @@ class EstimatorPluginContract(_PluginContract):
     def _estimate(
         self, warden: Warden, model: ModelRef, ctx: int, options: dict[str, Any]
     ) -> MemoryEstimate | None:
-        result = warden.hook.estimate_model_size(model=model, context_tokens=ctx, options=options)
+        result = warden.hook.estimate_model_size(
+            model=model, context_tokens=ctx, options=options, config=warden.config
+        )
         assert_no_plugin_failures(warden)
         return result
 

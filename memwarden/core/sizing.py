@@ -1,0 +1,518 @@
+"""The arithmetic of what a llama.cpp-based runtime allocates for a model, from its shape.
+
+Every estimator (the GGUF file, a provider's metadata) describes the model as a
+:class:`ModelShape` and the run as :class:`RunSettings`; :func:`estimate` does the rest. The
+formulas follow llama.cpp's own allocation logic (``llama-context.cpp``, ``llama-kv-cache.cpp``,
+``llama-graph.cpp``, ``ggml-backend.c``); docs/estimation.md derives each term and shows how
+close the result is to a real load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from memwarden.core.gguf import GGMLType, ggml_type
+
+MiB = 1 << 20
+# llama.cpp pads the KV cache size (cells) to this many; the flash-attention kernels need it.
+KV_CELL_PADDING = 256
+# Defaults of llama.cpp's context parameters (llama-server, Ollama and the C API agree).
+DEFAULT_BATCH_TOKENS = 2048
+DEFAULT_UBATCH_TOKENS = 512
+F32_BYTES = 4
+F16_BYTES = 2
+
+# -- runtime bookkeeping, per unit of the model's shape --------------------------------------
+# Each llama_vocab entry: the token's text, score and attributes (40 bytes), the text -> id hash
+# map's node and bucket (72), and the id -> piece cache (32), plus heap text for long tokens.
+VOCAB_ENTRY_BYTES = 155
+# Each tensor of the model: its ggml_tensor header and name in the model's ggml contexts and maps.
+TENSOR_HEADER_BYTES = 1100
+# Per graph node that the context plans for (llama.cpp's graph_max_nodes): the scheduler's
+# context buffer holds 2 x GGML_SCHED_MAX_SPLIT_INPUTS (30) tensor headers of 336 bytes per node
+# (20,160), its four backend-id arrays 61 ints per node (976), and the two graph results' meta
+# buffers one 368-byte tensor overhead plus graph arrays each (816).
+GRAPH_NODE_BYTES = 20_160 + 976 + 816
+# Per KV cell: position, shift and 2-D position (16 bytes) and its 256-bit sequence set (32), plus
+# the cell index arrays the graph inputs use.
+KV_CELL_META_BYTES = 52
+# The CPU backend's thread work buffer and the decode bookkeeping (batch allocator, output
+# ids): 2.7 to 6 MiB for 1 to 8 threads, measured with glibc's mallinfo2.
+DECODE_WORK_BYTES = 3 * MiB
+
+# Which layers use sliding-window attention, per architecture, as llama.cpp's
+# ``hparams.set_swa_pattern(n)`` sets them: layer il is SWA when il % n < n - 1.
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gpt-oss": 2, "exaone4": 4}
+
+
+@attrs.frozen
+class ModelShape:
+    """What sizing needs to know about a model, however it was learned."""
+
+    architecture: str
+    block_count: int
+    embedding_length: int
+    head_count: tuple[int, ...]  # per layer
+    head_count_kv: tuple[int, ...]  # per layer; 0 for a layer without its own KV cache
+    key_length: int
+    value_length: int
+    feed_forward_length: int
+    vocab_size: int
+    weights_bytes: int
+    # Bytes of each repeating block's tensors, when the file's tensor table gives them.
+    layer_weights_bytes: tuple[int, ...] = ()
+    output_weights_bytes: int = 0  # output head (output.weight) and final norm
+    input_weights_bytes: int = 0  # token embeddings: always kept on the CPU by llama.cpp
+    tensor_count: int = 0
+    context_length: int | None = None  # trained context
+    sliding_window: int | None = None
+    swa_layers: tuple[bool, ...] = ()
+    expert_count: int = 0
+    expert_used_count: int = 0
+    expert_feed_forward_length: int = 0
+
+    @property
+    def kv_layers(self) -> int:
+        return sum(1 for n in self.head_count_kv if n > 0)
+
+
+@attrs.frozen
+class RunSettings:
+    """How the runtime is asked to run the model (llama.cpp's context parameters)."""
+
+    context_tokens: int  # per sequence
+    kv_type_k: GGMLType
+    kv_type_v: GGMLType
+    parallel: int = 1
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    ubatch_tokens: int = DEFAULT_UBATCH_TOKENS
+    flash_attention: bool = True
+    swa_full: bool = False
+    kv_unified: bool = False
+    gpu_layers: int = 0
+    pool_id: str | None = None
+
+    @classmethod
+    def from_options(cls, context_tokens: int, options: Mapping[str, Any]) -> RunSettings:
+        """Settings from the ``options`` of the estimate_model_size hook, with clear errors."""
+        kv_type = str(options.get("kv_type") or "f16")
+        type_k = _cache_type(str(options.get("kv_type_k") or kv_type))
+        type_v = _cache_type(str(options.get("kv_type_v") or kv_type))
+        quantized_v = type_v.block_size > 1
+        flash = options.get("flash_attention")
+        # llama.cpp's default is "auto", which turns flash attention on wherever the backend
+        # supports it (the CPU and every GPU backend); a quantised V cache requires it.
+        flash_attention = True if flash is None else bool(flash) or quantized_v
+        if context_tokens <= 0:
+            raise ValueError(f"context must be a positive number of tokens, got {context_tokens}")
+        parallel = int(options.get("parallel") or 1)
+        if parallel <= 0:
+            raise ValueError(f"parallel must be at least 1, got {parallel}")
+        return cls(
+            context_tokens=context_tokens,
+            kv_type_k=type_k,
+            kv_type_v=type_v,
+            parallel=parallel,
+            batch_tokens=int(options.get("batch_tokens") or DEFAULT_BATCH_TOKENS),
+            ubatch_tokens=int(options.get("ubatch_tokens") or DEFAULT_UBATCH_TOKENS),
+            flash_attention=flash_attention,
+            swa_full=bool(options.get("swa_full", False)),
+            kv_unified=bool(options.get("kv_unified", False)),
+            gpu_layers=int(options.get("gpu_layers") or 0),
+            pool_id=options.get("pool_id"),
+        )
+
+
+# Types llama.cpp accepts for its KV cache (``--cache-type-k/-v``).
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+def _cache_type(name: str) -> GGMLType:
+    if name.lower() not in KV_CACHE_TYPES:
+        raise ValueError(f"unknown KV cache type {name!r}; use one of {', '.join(KV_CACHE_TYPES)}")
+    return ggml_type(name)
+
+
+def pad(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+@attrs.frozen
+class KVLayout:
+    """How many cells each kind of layer's KV cache gets, per stream and in all."""
+
+    streams: int
+    cells_per_stream: int
+    swa_cells_per_stream: int
+
+    def cells(self, swa: bool) -> int:
+        return (self.swa_cells_per_stream if swa else self.cells_per_stream) * self.streams
+
+
+def kv_layout(shape: ModelShape, run: RunSettings) -> KVLayout:
+    """llama.cpp's cache sizes: n_ctx = pad(context x parallel, 256); one stream per sequence
+    unless the cache is unified; an SWA cache holds min(n_ctx_seq, pad(n_swa x n_seq + n_ubatch,
+    256)) cells per stream unless ``swa_full``."""
+    n_ctx = pad(run.context_tokens * run.parallel, KV_CELL_PADDING)
+    streams = 1 if run.kv_unified else run.parallel
+    per_stream = n_ctx // streams
+    ubatch = min(run.ubatch_tokens, run.batch_tokens)
+    swa_cells = per_stream
+    if shape.sliding_window and any(shape.swa_layers) and not run.swa_full:
+        window_sequences = run.parallel if run.kv_unified else 1
+        swa_cells = min(
+            per_stream, pad(shape.sliding_window * window_sequences + ubatch, KV_CELL_PADDING)
+        )
+    return KVLayout(streams=streams, cells_per_stream=per_stream, swa_cells_per_stream=swa_cells)
+
+
+def _is_swa(shape: ModelShape, layer: int) -> bool:
+    return bool(shape.swa_layers) and layer < len(shape.swa_layers) and shape.swa_layers[layer]
+
+
+def kv_cache_layer_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> list[int]:
+    """Bytes of K and V cache per layer: cells x (K row + V row) of n_head_kv x head size."""
+    result = []
+    for layer, n_head_kv in enumerate(shape.head_count_kv):
+        if n_head_kv <= 0:
+            result.append(0)
+            continue
+        cells = layout.cells(_is_swa(shape, layer))
+        k_row = run.kv_type_k.row_bytes(shape.key_length * n_head_kv)
+        v_row = run.kv_type_v.row_bytes(shape.value_length * n_head_kv)
+        result.append(cells * (k_row + v_row))
+    return result
+
+
+def compute_buffer_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int:
+    """The compute buffer llama.cpp reserves: the peak of live tensors in the worst-case graph
+    (a full ubatch, every token an output), as ggml's graph allocator packs it.
+
+    Three moments compete for the peak: the output head (logits for every token of the ubatch),
+    attention (K x Q scores for every cached cell, unless flash attention fuses them away, plus
+    the masks, which live through every layer) and the feed-forward block.
+    """
+    n_tokens = min(run.ubatch_tokens, run.batch_tokens, run.context_tokens * run.parallel)
+    hidden = shape.embedding_length * n_tokens * F32_BYTES
+    logits = shape.vocab_size * n_tokens * F32_BYTES + 2 * hidden
+
+    mask_bytes = F16_BYTES if run.flash_attention else F32_BYTES
+    kinds = {_is_swa(shape, layer) for layer, n in enumerate(shape.head_count_kv) if n > 0}
+    masks = 0
+    for swa in kinds:
+        cells = layout.swa_cells_per_stream if swa else layout.cells_per_stream
+        masks += cells * n_tokens * mask_bytes
+    n_head = max(shape.head_count, default=0)
+    n_head_kv = max(shape.head_count_kv, default=0)
+    qkv = (
+        (n_head * shape.key_length + n_head_kv * (shape.key_length + shape.value_length))
+        * n_tokens
+        * F32_BYTES
+    )
+    attention = 0
+    for swa in kinds:
+        cells = layout.swa_cells_per_stream if swa else layout.cells_per_stream
+        if run.flash_attention:
+            scores = n_head * shape.value_length * n_tokens * F32_BYTES
+        else:
+            scores = cells * n_tokens * n_head * F32_BYTES
+        attention = max(attention, qkv + scores + 2 * hidden)
+    if shape.expert_count and shape.expert_used_count:
+        ff_width = shape.expert_feed_forward_length * shape.expert_used_count
+    else:
+        ff_width = shape.feed_forward_length
+    feed_forward = 2 * ff_width * n_tokens * F32_BYTES + 2 * hidden
+    return max(logits, masks + attention, masks + feed_forward)
+
+
+def overhead_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int:
+    """What the runtime allocates besides weights, KV cache and compute buffer, by its parts."""
+    vocab = shape.vocab_size * VOCAB_ENTRY_BYTES
+    tensors = shape.tensor_count * TENSOR_HEADER_BYTES
+    # llama_context::graph_max_nodes(): max(1024, 8 x n_tensors).
+    graph_nodes = max(1024, 8 * shape.tensor_count)
+    graph = graph_nodes * GRAPH_NODE_BYTES
+    cells = layout.cells(False) + (layout.cells(True) if any(shape.swa_layers) else 0)
+    cell_meta = cells * KV_CELL_META_BYTES
+    # The output buffer starts with room for one row of logits per sequence.
+    outputs = shape.vocab_size * F32_BYTES * run.parallel
+    return vocab + tensors + graph + cell_meta + outputs + DECODE_WORK_BYTES
+
+
+@attrs.frozen
+class Breakdown:
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    overhead_bytes: int
+    gpu_bytes: int
+    notes: tuple[str, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.overhead_bytes
+
+
+def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
+    """Weights, KV cache, compute buffer and overhead of ``shape`` run with ``run``."""
+    layout = kv_layout(shape, run)
+    kv_layers = kv_cache_layer_bytes(shape, run, layout)
+    compute = compute_buffer_bytes(shape, run, layout)
+    notes: list[str] = []
+    if shape.context_length and run.context_tokens > shape.context_length:
+        notes.append(
+            f"context {run.context_tokens} exceeds the {shape.context_length} tokens the model "
+            "was trained for; quality may drop"
+        )
+    if any(shape.swa_layers) and shape.sliding_window:
+        swa_count = sum(1 for layer in range(shape.block_count) if _is_swa(shape, layer))
+        notes.append(
+            f"{swa_count} of {shape.block_count} layers use a {shape.sliding_window}-token "
+            f"sliding window: {layout.swa_cells_per_stream} cells per sequence"
+            + (" (swa_full)" if run.swa_full else "")
+        )
+    if not run.flash_attention:
+        notes.append("flash attention off: the compute buffer holds the full attention scores")
+
+    gpu_bytes = 0
+    if run.gpu_layers > 0:
+        # llama.cpp offloads the last n_gpu_layers blocks, then the output head; the token
+        # embeddings stay on the CPU. KV cache of offloaded layers lives beside them.
+        n_layers = shape.block_count
+        offloaded = range(max(0, n_layers - run.gpu_layers), n_layers)
+        layer_bytes = shape.layer_weights_bytes or _even_layers(shape)
+        gpu_bytes += sum(layer_bytes[i] for i in offloaded if i < len(layer_bytes))
+        gpu_bytes += sum(kv_layers[i] for i in offloaded if i < len(kv_layers))
+        if run.gpu_layers > n_layers:
+            gpu_bytes += shape.output_weights_bytes
+        gpu_bytes += compute
+        notes.append(
+            f"{min(run.gpu_layers, n_layers)} of {n_layers} layers offloaded to "
+            f"{run.pool_id or 'the GPU'}; its compute buffer is counted there"
+        )
+    return Breakdown(
+        weights_bytes=shape.weights_bytes,
+        kv_cache_bytes=sum(kv_layers),
+        compute_bytes=compute,
+        overhead_bytes=overhead_bytes(shape, run, layout),
+        gpu_bytes=gpu_bytes,
+        notes=tuple(notes),
+    )
+
+
+def _even_layers(shape: ModelShape) -> tuple[int, ...]:
+    """Without a tensor table, the repeating blocks share the weights evenly."""
+    body = shape.weights_bytes - shape.output_weights_bytes - shape.input_weights_bytes
+    per_layer = max(0, body) // max(1, shape.block_count)
+    return (per_layer,) * shape.block_count
+
+
+# -- reading a shape from GGUF-style metadata (the file's, or Ollama's model_info) ------------
+
+
+class ShapeError(ValueError):
+    """The metadata lacks a key that sizing cannot do without."""
+
+
+def _per_layer(value: Any, layers: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(int(v) for v in value)
+        if len(values) != layers:
+            raise ShapeError(f"{name} has {len(values)} entries for {layers} layers")
+        return values
+    return (int(value),) * layers
+
+
+def swa_layers_for(arch: str, metadata: Mapping[str, Any], layers: int) -> tuple[bool, ...]:
+    """Which layers slide: an explicit per-layer pattern in the metadata, else llama.cpp's
+    pattern for the architecture; none when the model has no sliding window."""
+    if not metadata.get(f"{arch}.attention.sliding_window"):
+        return ()
+    explicit = metadata.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(explicit, Sequence) and not isinstance(explicit, str):
+        return tuple(bool(v) for v in explicit)[:layers]
+    period = explicit if isinstance(explicit, int) else SWA_PATTERNS.get(arch)
+    if not period:
+        return ()
+    return tuple(layer % period < period - 1 for layer in range(layers))
+
+
+def shape_from_metadata(
+    metadata: Mapping[str, Any],
+    *,
+    weights_bytes: int,
+    vocab_size: int | None = None,
+    tensor_count: int = 0,
+    layer_weights_bytes: tuple[int, ...] = (),
+    output_weights_bytes: int = 0,
+    input_weights_bytes: int = 0,
+) -> ModelShape:
+    """A shape from GGUF keys (``general.architecture``, ``<arch>.block_count``...)."""
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ShapeError("general.architecture is missing")
+
+    def get(key: str, default: Any = None) -> Any:
+        value = metadata.get(f"{arch}.{key}", default)
+        if value is None:
+            raise ShapeError(f"{arch}.{key} is missing")
+        return value
+
+    layers = int(get("block_count"))
+    embedding = int(get("embedding_length"))
+    head_count = _per_layer(get("attention.head_count"), layers, f"{arch}.attention.head_count")
+    head_count_kv = _per_layer(
+        get("attention.head_count_kv", metadata.get(f"{arch}.attention.head_count")),
+        layers,
+        f"{arch}.attention.head_count_kv",
+    )
+    default_head = embedding // max(1, max(head_count, default=1))
+    key_length = int(get("attention.key_length", default_head))
+    value_length = int(get("attention.value_length", key_length))
+    feed_forward = get("feed_forward_length", 4 * embedding)
+    if isinstance(feed_forward, Sequence) and not isinstance(feed_forward, str):
+        feed_forward = max(int(v) for v in feed_forward)
+    if vocab_size is None:
+        tokens = metadata.get("tokenizer.ggml.tokens")
+        vocab_size = len(tokens) if tokens else int(get("vocab_size", 0))
+    window = metadata.get(f"{arch}.attention.sliding_window")
+    context = metadata.get(f"{arch}.context_length")
+    return ModelShape(
+        architecture=arch,
+        block_count=layers,
+        embedding_length=embedding,
+        head_count=head_count,
+        head_count_kv=head_count_kv,
+        key_length=key_length,
+        value_length=value_length,
+        feed_forward_length=int(feed_forward),
+        vocab_size=int(vocab_size),
+        weights_bytes=weights_bytes,
+        layer_weights_bytes=layer_weights_bytes,
+        output_weights_bytes=output_weights_bytes,
+        input_weights_bytes=input_weights_bytes,
+        tensor_count=tensor_count,
+        context_length=int(context) if context else None,
+        sliding_window=int(window) if window else None,
+        swa_layers=swa_layers_for(arch, metadata, layers),
+        expert_count=int(metadata.get(f"{arch}.expert_count") or 0),
+        expert_used_count=int(metadata.get(f"{arch}.expert_used_count") or 0),
+        expert_feed_forward_length=int(metadata.get(f"{arch}.expert_feed_forward_length") or 0),
+    )
+
+
+# -- quantisation names and sizes, for estimators that have no tensor table -----------------
+
+# llama.cpp's llama_ftype (general.file_type) -> the name Ollama and LM Studio show.
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
+}
+# Average bits per weight of each quantisation mix over a whole model, as llama.cpp's
+# `llama-quantize --help` lists them for a 7-8B model (mixes keep some tensors at higher types).
+BITS_PER_WEIGHT = {
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_1": 6.0,
+    "Q5_0": 5.5,
+    "Q5_K_M": 5.69,
+    "Q5_K_S": 5.54,
+    "Q4_1": 5.0,
+    "Q4_0": 4.55,
+    "Q4_K_M": 4.89,
+    "Q4_K_S": 4.58,
+    "IQ4_NL": 4.5,
+    "IQ4_XS": 4.25,
+    "MXFP4_MOE": 4.25,
+    "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91,
+    "Q3_K_S": 3.5,
+    "IQ3_M": 3.66,
+    "IQ3_S": 3.44,
+    "IQ3_XS": 3.3,
+    "IQ3_XXS": 3.06,
+    "Q2_K": 2.96,
+    "Q2_K_S": 2.6,
+    "IQ2_M": 2.7,
+    "IQ2_S": 2.5,
+    "IQ2_XS": 2.31,
+    "IQ2_XXS": 2.06,
+    "TQ2_0": 2.06,
+    "IQ1_M": 1.75,
+    "TQ1_0": 1.69,
+    "IQ1_S": 1.56,
+}
+_QUANT_IN_NAME = re.compile(
+    r"(?<![a-z0-9])(" + "|".join(sorted(BITS_PER_WEIGHT, key=len, reverse=True)) + r")(?![a-z0-9])",
+    re.IGNORECASE,
+)
+_PARAMS_IN_TEXT = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*([kmbt])(?![a-z])", re.IGNORECASE)
+_PARAM_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def quantization_name(value: Any) -> str | None:
+    """A quantisation's canonical name from a file type number or a name ("q4_k_m", "Q4_K_M")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return FILE_TYPES.get(value)
+    if isinstance(value, str):
+        match = _QUANT_IN_NAME.search(value)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def parameter_count(value: Any) -> int | None:
+    """A parameter count from a number or text such as "7B", "3.2B", "270M", "8x7B"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        experts = re.search(r"(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*([kmbt])", value, re.IGNORECASE)
+        if experts:
+            count, size, unit = experts.groups()
+            return int(int(count) * float(size) * _PARAM_UNITS[unit.lower()])
+        match = _PARAMS_IN_TEXT.search(value)
+        if match:
+            return int(float(match.group(1)) * _PARAM_UNITS[match.group(2).lower()])
+    return None
