@@ -19,12 +19,13 @@ Target: every row within 5% or 16 MiB of the heap growth, whichever is larger.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from memwarden.plugins.llamacpp_worker import heap_allocated_bytes
 
 MiB = 1 << 20
 TARGET_PERCENT = 5.0
@@ -38,31 +39,6 @@ CONTEXTS = (512, 2048, 8192, 32768, 65536)
 KV_TYPES = ("f16", "q8_0", "q4_0")
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-def _heap_bytes() -> int:
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
-    return info.uordblks + info.hblkhd
-
-
 def measure_child(config: dict) -> dict:
     """Runs in the fresh subprocess: load, create the context, decode one ubatch, measure."""
     import llama_cpp as llama
@@ -70,7 +46,11 @@ def measure_child(config: dict) -> dict:
 
     process = psutil.Process()
     llama.llama_backend_init()
-    heap0, rss0, uss0 = _heap_bytes(), process.memory_info().rss, process.memory_full_info().uss
+    heap0, rss0, uss0 = (
+        heap_allocated_bytes(),
+        process.memory_info().rss,
+        process.memory_full_info().uss,
+    )
 
     model_params = llama.llama_model_default_params()
     model_params.load_mode = llama.LLAMA_LOAD_MODE_NONE  # use_mmap=False
@@ -109,7 +89,7 @@ def measure_child(config: dict) -> dict:
         raise SystemExit("llama_decode failed")
     llama.llama_batch_free(batch)
     return {
-        "heap_bytes": _heap_bytes() - heap0,
+        "heap_bytes": heap_allocated_bytes() - heap0,
         "rss_bytes": process.memory_info().rss - rss0,
         "uss_bytes": process.memory_full_info().uss - uss0,
     }

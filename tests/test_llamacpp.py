@@ -6,13 +6,12 @@ import contextlib
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from memwarden.core.config import Config
-from memwarden.core.errors import EstimateUnavailable, ModelNotFound, ProviderError
+from memwarden.core.errors import ModelNotFound, ProviderError
 from memwarden.core.types import ModelRef
 from memwarden.core.warden import Warden
 from memwarden.plugins.llamacpp import LlamaCppOptions, LlamaCppProvider, process_memory_bytes
@@ -88,27 +87,6 @@ def test_a_file_that_is_not_a_model_fails_to_load_with_the_runtimes_message(tmp_
     assert provider.loaded_models() == []
 
 
-def _kv_cache_bytes(metadata: dict[str, str], context_tokens: int) -> int:
-    """K and V, f16, for every layer: what llama.cpp allocates at this context length."""
-    arch = metadata["general.architecture"]
-    layers = int(metadata[f"{arch}.block_count"])
-    kv_heads = int(metadata[f"{arch}.attention.head_count_kv"])
-    key_length = int(metadata[f"{arch}.attention.key_length"])
-    value_length = int(metadata[f"{arch}.attention.value_length"])
-    return layers * kv_heads * (key_length + value_length) * context_tokens * 2
-
-
-def _expected_bytes(path: Path, metadata: dict[str, str]) -> tuple[int, str]:
-    """The estimator's answer where one is installed; else the file plus the KV cache."""
-    warden = Warden(Config())
-    try:
-        estimate = warden.estimate(ModelRef(name=path.stem, path=str(path)), CONTEXT_TOKENS)
-        return estimate.total_bytes, estimate.estimator
-    except EstimateUnavailable:
-        kv_cache = _kv_cache_bytes(metadata, CONTEXT_TOKENS)
-        return path.stat().st_size + kv_cache, "file + KV cache"
-
-
 @pytest.fixture
 def gemma_provider(gemma_gguf):
     provider = LlamaCppProvider(LlamaCppOptions(models=(str(gemma_gguf),)))
@@ -119,12 +97,18 @@ def gemma_provider(gemma_gguf):
 @pytest.mark.slow
 def test_loaded_workers_memory_matches_the_estimate(gemma_provider, gemma_gguf):
     loaded = gemma_provider.load(gemma_gguf.stem, context_tokens=CONTEXT_TOKENS)
-    metadata = gemma_provider.model_metadata(gemma_gguf.stem)
-    expected, source = _expected_bytes(gemma_gguf, metadata)
-    # The worker also holds the Python interpreter, llama.cpp's code and its compute buffers
-    # (about 80 MiB on x86-64 Linux); 35 % covers them for this small model.
-    assert loaded.total_bytes == pytest.approx(expected, rel=0.35), source
-    assert loaded.total_bytes >= gemma_gguf.stat().st_size
+    estimate = Warden(Config()).estimate(
+        ModelRef(name=gemma_gguf.stem, path=str(gemma_gguf)), CONTEXT_TOKENS
+    )
+    [worker] = gemma_provider._workers.values()
+    # What llama.cpp allocated in the worker, measured there, against the estimate: the same
+    # target as benchmarks/estimate_accuracy.py, 5 % or 16 MiB, whichever is larger.
+    assert estimate.estimator == "gguf-estimator"
+    tolerance = max(0.05 * estimate.total_bytes, 16 * MIB)
+    assert abs(worker.allocated_bytes - estimate.total_bytes) <= tolerance
+    # The model is counted at that ceiling; what is resident now is measured beside it.
+    assert loaded.total_bytes >= worker.allocated_bytes
+    assert gemma_gguf.stat().st_size <= loaded.resident_bytes <= loaded.total_bytes
     assert loaded.context_tokens == CONTEXT_TOKENS
     assert loaded.pid != psutil.Process().pid
 
@@ -149,7 +133,7 @@ def test_unload_ends_the_worker_and_its_memory_returns(gemma_provider, gemma_ggu
     assert _wait_gone(loaded.pid)
     after = _tree_bytes()
     assert gemma_provider.loaded_models() == []
-    assert while_loaded - after >= 0.95 * loaded.total_bytes
+    assert while_loaded - after >= 0.9 * loaded.resident_bytes
     assert after - before < 16 * MIB
 
 

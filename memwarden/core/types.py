@@ -160,6 +160,7 @@ class LoadedModel:
 
     name: str
     provider: str
+    # What the model holds or has reserved: the figure budgets and caps are planned with.
     total_bytes: int
     gpu_bytes: int = 0
     context_tokens: int | None = None
@@ -168,6 +169,8 @@ class LoadedModel:
     requests_in_flight: int = 0
     pid: int | None = None
     instance_id: str | None = None
+    # Of total_bytes, what is in physical memory now, where the provider can measure it.
+    resident_bytes: int | None = None
 
 
 @attrs.frozen

@@ -81,6 +81,9 @@ class Worker:
         self.keep_alive_s = keep_alive_s
         self.context_tokens: int | None = None
         self.metadata: dict[str, str] = {}
+        # What llama.cpp allocated for the model, and what the bare worker held before it.
+        self.allocated_bytes: int | None = None
+        self.baseline_bytes = 0
         self.last_used = time.time()
         self._lock = threading.Lock()
         self.process = subprocess.Popen(
@@ -152,10 +155,15 @@ class Worker:
             self.process.stdout.close()
 
     def as_loaded(self, provider: str) -> LoadedModel:
+        resident = process_memory_bytes(self.pid)
+        # Counted at its ceiling: the compute buffer is allocated but mostly untouched until a
+        # large batch needs it, and the governor must not plan with memory that is spoken for.
+        committed = self.baseline_bytes + (self.allocated_bytes or 0)
         return LoadedModel(
             name=self.name,
             provider=provider,
-            total_bytes=process_memory_bytes(self.pid),
+            total_bytes=max(resident, committed),
+            resident_bytes=resident,
             context_tokens=self.context_tokens,
             idle_since=self.last_used,
             expires_at=self.last_used + self.keep_alive_s if self.keep_alive_s else None,
@@ -286,6 +294,7 @@ class LlamaCppProvider(Provider):
             name, path, keep_alive_s if keep_alive_s is not None else self.options.keep_alive_s
         )
         try:
+            worker.baseline_bytes = process_memory_bytes(worker.pid)
             request = {"op": "load", "path": str(path), "n_ctx": n_ctx}
             answer = worker.request(
                 {**request, "n_threads": self.options.threads}, self.options.load_timeout_s
@@ -294,6 +303,7 @@ class LlamaCppProvider(Provider):
             worker.stop()
             raise
         worker.context_tokens = int(answer["n_ctx"])
+        worker.allocated_bytes = answer.get("allocated_bytes")
         worker.metadata = dict(answer.get("metadata") or {})
         with self._lock:
             self._workers[name] = worker

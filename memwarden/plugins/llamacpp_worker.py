@@ -12,10 +12,57 @@ Requests: ``{"op": "load", "path": ..., "n_ctx": ..., "n_threads": ...}``,
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import sys
 from typing import Any, TextIO
+
+# Run llama.cpp the way memwarden's estimator sizes it, and the way llama-server and Ollama run
+# it: flash attention on, a sliding-window cache of window size (not full size), a 2048-token
+# logical batch split into 512-token micro-batches. llama-cpp-python's own defaults differ
+# (flash attention off, full-size SWA cache) and would cost more memory than estimated.
+RUNTIME_SETTINGS: dict[str, Any] = {
+    "flash_attn": True,
+    "swa_full": False,
+    "n_batch": 2048,
+    "n_ubatch": 512,
+}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heap_allocated_bytes() -> int | None:
+    """Bytes this process has allocated through malloc (glibc), touched or not; None elsewhere.
+
+    llama.cpp reserves its compute buffer for the worst case (every token of a micro-batch asking
+    for logits), but a normal decode never touches most of it, so the resident size undercounts
+    what the model may use. The allocation is the ceiling the resident size can reach.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def _answer(out: TextIO, **fields: Any) -> None:
@@ -23,45 +70,112 @@ def _answer(out: TextIO, **fields: Any) -> None:
     out.flush()
 
 
+class Runtime:
+    """llama.cpp's model and context, created the way llama-server creates them.
+
+    Built on llama-cpp-python's thin wrappers rather than its ``Llama`` class: ``Llama`` also
+    allocates a logits array of batch x vocabulary floats in Python (512 MiB for Gemma 3's
+    262k-token vocabulary), which is the binding's cost, not the runtime's.
+    """
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int | None) -> None:
+        from llama_cpp import _internals
+        from llama_cpp import llama_cpp as capi
+
+        self._capi = capi
+        model_params = capi.llama_model_default_params()
+        # No mmap: the weights live in this process's anonymous memory, so what it holds is
+        # what the model really costs and ending the process gives every byte back.
+        model_params.load_mode = capi.LLAMA_LOAD_MODE_NONE
+        model_params.n_gpu_layers = 0
+        self.model = _internals.LlamaModel(path_model=path, params=model_params, verbose=False)
+        params = capi.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = RUNTIME_SETTINGS["n_batch"]
+        params.n_ubatch = RUNTIME_SETTINGS["n_ubatch"]
+        params.swa_full = RUNTIME_SETTINGS["swa_full"]
+        params.flash_attn_type = (
+            capi.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if RUNTIME_SETTINGS["flash_attn"]
+            else capi.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        if n_threads:
+            params.n_threads = params.n_threads_batch = n_threads
+        self.context = _internals.LlamaContext(model=self.model, params=params, verbose=False)
+        self.batch = _internals.LlamaBatch(
+            n_tokens=RUNTIME_SETTINGS["n_batch"], embd=0, n_seq_max=1, verbose=False
+        )
+        self.sampler = _internals.LlamaSampler()
+        self.sampler.add_greedy()
+
+    def n_ctx(self) -> int:
+        return self.context.n_ctx()
+
+    def metadata(self) -> dict[str, str]:
+        return self.model.metadata()
+
+    def complete(self, prompt: str, max_tokens: int) -> tuple[str, int, int]:
+        """Greedy completion; returns (text, prompt tokens, completion tokens)."""
+        tokens = self.model.tokenize(prompt.encode(), add_bos=True, special=False)
+        if len(tokens) + max_tokens > self.n_ctx():
+            raise ValueError(
+                f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds the "
+                f"context of {self.n_ctx()} tokens"
+            )
+        self.context.kv_cache_clear()
+        n_batch = RUNTIME_SETTINGS["n_batch"]
+        for start in range(0, len(tokens), n_batch):
+            self.batch.set_batch(tokens[start : start + n_batch], n_past=start, logits_all=False)
+            self.context.decode(self.batch)
+        position = len(tokens)
+        pieces: list[bytes] = []
+        for _ in range(max_tokens):
+            token = self.sampler.sample(self.context, -1)
+            if self._capi.llama_vocab_is_eog(self.model.vocab, token):
+                break
+            pieces.append(self.model.token_to_piece(token))
+            self.batch.set_batch([token], n_past=position, logits_all=False)
+            self.context.decode(self.batch)
+            position += 1
+        text = b"".join(pieces).decode("utf-8", errors="replace")
+        return text, len(tokens), len(pieces)
+
+
 def serve(requests: TextIO, out: TextIO) -> None:
-    llama: Any = None
+    runtime: Runtime | None = None
     for line in requests:
         try:
             request = json.loads(line)
             op = request.get("op")
             if op == "load":
-                from llama_cpp import Llama
-
-                # use_mmap=False: the weights live in this process's anonymous memory, so its
-                # RSS is what the model really costs and killing it gives every byte back.
-                llama = Llama(
-                    model_path=request["path"],
-                    n_ctx=int(request["n_ctx"]),
-                    n_threads=request.get("n_threads"),
-                    use_mmap=False,
-                    verbose=False,
-                )
+                heap_before = heap_allocated_bytes()
+                runtime = Runtime(request["path"], int(request["n_ctx"]), request.get("n_threads"))
+                heap_after = heap_allocated_bytes()
                 _answer(
                     out,
                     ok=True,
                     pid=os.getpid(),
-                    n_ctx=llama.n_ctx(),
+                    allocated_bytes=(
+                        heap_after - heap_before
+                        if heap_before is not None and heap_after is not None
+                        else None
+                    ),
+                    n_ctx=runtime.n_ctx(),
                     # The GGUF header's scalar keys (llama.cpp leaves out the token arrays).
-                    metadata=dict(llama.metadata),
+                    metadata=runtime.metadata(),
                 )
             elif op == "generate":
-                if llama is None:
+                if runtime is None:
                     raise RuntimeError("no model loaded")
-                completion = llama.create_completion(
-                    request["prompt"], max_tokens=request.get("max_tokens") or 64
+                text, prompt_tokens, completion_tokens = runtime.complete(
+                    request["prompt"], int(request.get("max_tokens") or 64)
                 )
-                usage = completion.get("usage", {})
                 _answer(
                     out,
                     ok=True,
-                    text=completion["choices"][0]["text"],
-                    prompt_tokens=usage.get("prompt_tokens"),
-                    completion_tokens=usage.get("completion_tokens"),
+                    text=text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
                 )
             else:
                 raise ValueError(f"unknown op {op!r}")
