@@ -150,3 +150,80 @@ models_dir = "{tmp_path}"
     assert "Providers: llamacpp" in result.stdout
     available = run_cli("models", "--json").json()["available"]
     assert [(m["provider"], m["name"]) for m in available] == [("llamacpp", "tiny")]
+
+
+@pytest.fixture
+def capped_config(fake_ollama, write_config, tmp_path, monkeypatch):
+    """Ollama on loopback, with LLMs capped at 6 GB together: either test model fits, not both."""
+    url, _ = fake_ollama
+
+    def write(cap: str, extra: str = "") -> None:
+        path = write_config(
+            f"""
+{extra}
+[pressure]
+max_managed_memory = "{cap}"
+
+[state]
+path = "{tmp_path / "state.db"}"
+
+[plugins]
+enabled = ["system", "sqlite-state", "ollama", "metadata-estimator", "heuristic-estimator"]
+
+[plugins.ollama]
+host = "{url}"
+retries = 0
+""",
+            name="capped.toml",
+        )
+        monkeypatch.setenv("MEMWARDEN_CONFIG", str(path))
+
+    return write
+
+
+def test_a_load_that_cannot_fit_is_refused_with_exit_3_and_nothing_loads(
+    run_cli, capped_config, fake_ollama
+):
+    _, state = fake_ollama
+    capped_config("100MB")
+    result = run_cli("load", "llama3.2", "--ctx", "4096", "--json")
+    assert result.exit_code == 3, result.stderr
+    error = result.json()["error"]
+    assert error["code"] == "insufficient-memory"
+    assert "refused to load 'llama3.2'" in error["message"]
+    assert "short by max_managed_memory" in error["message"]
+    assert state.loaded == {}
+
+
+def test_a_load_evicts_a_lower_priority_model_to_stay_under_the_cap(
+    run_cli, capped_config, fake_ollama
+):
+    _, state = fake_ollama
+    capped_config("6GB")
+    assert run_cli("load", "deepseek-r1", "--ctx", "4096").exit_code == 0
+    result = run_cli("load", "llama3.2", "--ctx", "4096", "--priority", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert set(state.loaded) == {"llama3.2:latest"}
+
+
+def test_a_load_does_not_evict_a_higher_priority_model(run_cli, capped_config, fake_ollama):
+    _, state = fake_ollama
+    capped_config("6GB", extra='[models."deepseek-r1:latest"]\npriority = 5\n')
+    assert run_cli("load", "deepseek-r1", "--ctx", "4096").exit_code == 0
+    result = run_cli("load", "llama3.2", "--ctx", "4096", "--priority", "1")
+    assert result.exit_code == 3
+    assert "deepseek-r1:latest has priority 5 > 1" in result.stderr
+    assert set(state.loaded) == {"deepseek-r1:latest"}
+
+
+def test_a_provider_model_is_sized_from_the_providers_own_description(capped_config):
+    from memwarden.core.types import Confidence, ModelRef
+    from memwarden.core.warden import Warden
+
+    capped_config("6GB")
+    warden = Warden.from_config()
+    estimate = warden.estimate(ModelRef("llama3.2", provider="ollama"), 4096)
+    # No file is reachable, so the warden asked Ollama (/api/show) for the model's shape.
+    assert estimate.estimator == "metadata-estimator"
+    assert estimate.confidence is Confidence.MEDIUM
+    assert estimate.kv_cache_bytes > 0

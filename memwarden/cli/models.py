@@ -8,7 +8,8 @@ import click
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
-from memwarden.core.types import LoadedModel
+from memwarden.core.governor import Governor
+from memwarden.core.types import LoadedModel, ModelRef
 
 _PROVIDER_OPTION = click.option(
     "--provider",
@@ -96,6 +97,13 @@ def models(app: AppContext, as_json: bool) -> None:
     type=float,
     help="Seconds the model stays loaded while idle; negative: until unloaded.",
 )
+@click.option(
+    "--priority",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Models of this priority or lower may be evicted to make room; higher ones are kept.",
+)
 @_PROVIDER_OPTION
 @json_option
 @pass_app
@@ -104,12 +112,21 @@ def load(
     model: str,
     context_tokens: int | None,
     keep_alive_s: float | None,
+    priority: int,
     provider: str | None,
     as_json: bool,
 ) -> None:
-    """Load MODEL (a name, or for the embedded llama.cpp a GGUF path)."""
-    loaded = app.warden.load(
-        model, context_tokens=context_tokens, keep_alive_s=keep_alive_s, provider=provider
+    """Load MODEL (a name, or for the embedded llama.cpp a GGUF path), making room first.
+
+    Exits 3 when it cannot fit even after evicting every model that may be evicted.
+    """
+    # Through the governor: room is made first (lower-priority models evicted), or the load is
+    # refused with the reason, rather than letting the runtime run the machine out of memory.
+    loaded = Governor.for_warden(app.warden).load(
+        ModelRef(name=model, provider=provider),
+        priority,
+        context_tokens=context_tokens,
+        keep_alive_s=keep_alive_s,
     )
     if as_json:
         app.output.emit_json(loaded)

@@ -24,7 +24,6 @@ from memwarden.core.config import GovernorConfig, ModelPolicy
 from memwarden.core.errors import (
     InsufficientMemory,
     MemwardenError,
-    ModelNotFound,
     ProviderError,
 )
 from memwarden.core.providers import Provider
@@ -830,20 +829,7 @@ class Governor:
         return loaded
 
     def _provider_for(self, ref: ModelRef) -> Provider:
-        providers = self.warden.providers()
-        if ref.provider is not None:
-            if ref.provider not in providers:
-                raise ModelNotFound(
-                    f"{ref.name!r} names provider {ref.provider!r}, which is not registered",
-                    hint=f"registered providers: {', '.join(sorted(providers)) or 'none'}",
-                )
-            return providers[ref.provider]
-        if len(providers) == 1:
-            return next(iter(providers.values()))
-        raise ModelNotFound(
-            f"say which provider should load {ref.name!r}",
-            hint=f"pass ModelRef(name, provider=...); registered: {', '.join(sorted(providers))}",
-        )
+        return self.warden.resolve(ref.path or ref.name, ref.provider)
 
 
 # The key of LoadPlan.needed for the limit on concurrently loaded models.

@@ -24,6 +24,7 @@ from memwarden.core.plugins import Plugins
 from memwarden.core.providers import Provider, same_model
 from memwarden.core.types import (
     AvailableModel,
+    Confidence,
     DeviceSnapshot,
     DeviceUnavailable,
     Event,
@@ -100,12 +101,48 @@ class Warden:
         result = self.hook.estimate_model_size(
             model=model, context_tokens=context_tokens, options=options, config=self.config
         )
+        if (result is None or result.confidence is Confidence.LOW) and model.provider:
+            # The name alone was not enough for a precise answer: ask the model's provider where
+            # its file is and how it describes the model's shape, and try again.
+            enriched = self._ask_provider_about(model, options)
+            if enriched is not None:
+                better = self.hook.estimate_model_size(
+                    model=enriched[0],
+                    context_tokens=context_tokens,
+                    options=enriched[1],
+                    config=self.config,
+                )
+                result = better if better is not None else result
         if result is None:
             raise EstimateUnavailable(
                 f"no estimator could size {model.name!r}",
                 hint="give the path of its GGUF file, or make its provider reachable",
             )
         return result
+
+    def _ask_provider_about(
+        self, model: ModelRef, options: dict[str, Any]
+    ) -> tuple[ModelRef, dict[str, Any]] | None:
+        provider = self.providers().get(model.provider or "")
+        if provider is None:
+            return None
+        try:
+            path = model.path or next(
+                (
+                    m.gguf_path
+                    for m in provider.available_models()
+                    if m.gguf_path and same_model(m.name, model.name)
+                ),
+                None,
+            )
+            metadata = options.get("metadata") or provider.model_metadata(model.name)
+        except MemwardenError as exc:
+            log.info("provider %s cannot describe %s: %s", provider.name, model.name, exc)
+            return None
+        if path is None and not metadata:
+            return None
+        enriched_options = dict(options, metadata=metadata) if metadata else options
+        return attrs.evolve(model, path=path), enriched_options
 
     # -- providers -------------------------------------------------------------------------
 
