@@ -15,7 +15,9 @@ from typing import Any
 
 import attrs
 
+from memwarden.core.errors import EstimateUnavailable
 from memwarden.core.gguf import GGMLType, ggml_type
+from memwarden.core.types import Confidence, MemoryEstimate, ModelRef, PoolShare
 
 MiB = 1 << 20
 # llama.cpp pads the KV cache size (cells) to this many; the flash-attention kernels need it.
@@ -301,6 +303,44 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
         overhead_bytes=overhead_bytes(shape, run, layout),
         gpu_bytes=gpu_bytes,
         notes=tuple(notes),
+    )
+
+
+def memory_estimate(
+    model: ModelRef,
+    context_tokens: int,
+    options: Mapping[str, Any],
+    shape: ModelShape,
+    *,
+    confidence: Confidence,
+    estimator: str,
+    notes: Sequence[str] = (),
+) -> MemoryEstimate:
+    """The estimate of ``shape`` run as the estimate_model_size ``options`` ask, split per pool
+    when layers are offloaded. Every shape-based estimator answers through this."""
+    try:
+        run = RunSettings.from_options(context_tokens, options)
+    except ValueError as exc:
+        raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
+    breakdown = estimate(shape, run)
+    per_pool: tuple[PoolShare, ...] = ()
+    if breakdown.gpu_bytes:
+        per_pool = (
+            PoolShare(pool_id=run.pool_id or "gpu", bytes=breakdown.gpu_bytes),
+            PoolShare(pool_id="system", bytes=breakdown.total_bytes - breakdown.gpu_bytes),
+        )
+    return MemoryEstimate(
+        model=model,
+        context_tokens=context_tokens,
+        weights_bytes=breakdown.weights_bytes,
+        kv_cache_bytes=breakdown.kv_cache_bytes,
+        compute_bytes=breakdown.compute_bytes,
+        overhead_bytes=breakdown.overhead_bytes,
+        confidence=confidence,
+        estimator=estimator,
+        per_pool=per_pool,
+        notes=(*notes, *breakdown.notes),
+        trained_context_tokens=shape.context_length,
     )
 
 

@@ -19,15 +19,14 @@ from typing import Any
 import attrs
 
 from memwarden.core.config import Config
-from memwarden.core.errors import EstimateUnavailable, ModelFileError, ModelNotFound
+from memwarden.core.errors import ModelFileError, ModelNotFound
 from memwarden.core.gguf import GGUFModel, read_model
 from memwarden.core.model_files import ModelSearch, find_model_file, looks_like_path
-from memwarden.core.sizing import RunSettings, ShapeError, estimate, shape_from_metadata
-from memwarden.core.types import Confidence, MemoryEstimate, ModelRef, PoolShare
+from memwarden.core.sizing import ShapeError, memory_estimate, shape_from_metadata
+from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.hookspecs import hookimpl
 
 NAME = "gguf-estimator"
-SYSTEM_POOL = "system"
 _LAYER_PREFIX = "blk."
 _INPUT_TENSORS = ("token_embd.", "per_layer_token_embd.")
 # Header reads are cached per file version: `fit --max-ctx` asks for a dozen contexts.
@@ -137,31 +136,15 @@ def estimate_file(
             f"{path}: cannot size this model: {exc}",
             hint="the file lacks metadata llama.cpp needs; convert it again with llama.cpp",
         ) from None
-    try:
-        run = RunSettings.from_options(context_tokens, options)
-    except ValueError as exc:
-        raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
-    breakdown = estimate(shape, run)
-    per_pool: tuple[PoolShare, ...] = ()
-    if breakdown.gpu_bytes:
-        per_pool = (
-            PoolShare(pool_id=run.pool_id or "gpu", bytes=breakdown.gpu_bytes),
-            PoolShare(pool_id=SYSTEM_POOL, bytes=breakdown.total_bytes - breakdown.gpu_bytes),
-        )
     parts = f" ({len(gguf.paths)} split parts)" if len(gguf.paths) > 1 else ""
-    notes = [f"read from {path}{parts}"]
-    return MemoryEstimate(
-        model=attrs.evolve(model, path=str(path)),
-        context_tokens=context_tokens,
-        weights_bytes=breakdown.weights_bytes,
-        kv_cache_bytes=breakdown.kv_cache_bytes,
-        compute_bytes=breakdown.compute_bytes,
-        overhead_bytes=breakdown.overhead_bytes,
+    return memory_estimate(
+        attrs.evolve(model, path=str(path)),
+        context_tokens,
+        options,
+        shape,
         confidence=Confidence.HIGH,
         estimator=NAME,
-        per_pool=per_pool,
-        notes=(*notes, *breakdown.notes),
-        trained_context_tokens=shape.context_length,
+        notes=(f"read from {path}{parts}",),
     )
 
 

@@ -18,14 +18,13 @@ from memwarden.core.gguf import ArraySummary
 from memwarden.core.sizing import (
     BITS_PER_WEIGHT,
     ModelShape,
-    RunSettings,
     ShapeError,
-    estimate,
+    memory_estimate,
     parameter_count,
     quantization_name,
     shape_from_metadata,
 )
-from memwarden.core.types import Confidence, MemoryEstimate, ModelRef, PoolShare
+from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.hookspecs import hookimpl
 
 NAME = "metadata-estimator"
@@ -116,27 +115,12 @@ def estimate_model_size(
     if found is None:
         return None
     shape, notes = found
-    try:
-        run = RunSettings.from_options(context_tokens, options)
-    except ValueError as exc:
-        raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
-    breakdown = estimate(shape, run)
-    per_pool: tuple[PoolShare, ...] = ()
-    if breakdown.gpu_bytes:
-        per_pool = (
-            PoolShare(pool_id=run.pool_id or "gpu", bytes=breakdown.gpu_bytes),
-            PoolShare(pool_id="system", bytes=breakdown.total_bytes - breakdown.gpu_bytes),
-        )
-    return MemoryEstimate(
-        model=model,
-        context_tokens=context_tokens,
-        weights_bytes=breakdown.weights_bytes,
-        kv_cache_bytes=breakdown.kv_cache_bytes,
-        compute_bytes=breakdown.compute_bytes,
-        overhead_bytes=breakdown.overhead_bytes,
+    return memory_estimate(
+        model,
+        context_tokens,
+        options,
+        shape,
         confidence=Confidence.MEDIUM,
         estimator=NAME,
-        per_pool=per_pool,
-        notes=(*notes, *breakdown.notes),
-        trained_context_tokens=shape.context_length,
+        notes=notes,
     )
