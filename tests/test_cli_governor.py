@@ -10,9 +10,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from governor_fakes import GIB, make_rig
 
 from memwarden.cli import AppContext, cli
+from memwarden.testing.fakes import GIB, make_rig
 
 
 def invoke(rig, *args: str):

@@ -6,13 +6,13 @@ import json
 import sqlite3
 
 import pytest
-from governor_fakes import GIB, KV_BYTES_PER_TOKEN, make_rig
 
 from memwarden.core.config import ByteSize, Config, GovernorConfig, ModelPolicy, PressureConfig
 from memwarden.core.errors import InsufficientMemory
 from memwarden.core.governor import Governor, order_actions
 from memwarden.core.sessions import ManagedSession
 from memwarden.core.types import Action, ContextWindow, Message, PressureLevel
+from memwarden.testing.fakes import GIB, KV_BYTES_PER_TOKEN, make_rig
 
 
 def config_with(**sections) -> Config:

@@ -6,12 +6,12 @@ import threading
 import time
 
 import pytest
-from governor_fakes import make_rig
 
 from memwarden.core.config import Config, GovernorConfig
 from memwarden.core.governor import Governor
 from memwarden.core.monitor import Monitor, PsiTrigger
 from memwarden.core.types import PressureLevel
+from memwarden.testing.fakes import make_rig
 
 
 def test_once_takes_one_sample_and_reports_it():

@@ -20,6 +20,7 @@ raises shows up as a failure here exactly as users would see it in ``memwarden p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ from memwarden.core.types import (
     ProviderStatus,
 )
 from memwarden.core.warden import Warden
+from memwarden.testing.fakes import GIB, Rig, make_rig
 
 
 def warden_with(plugin: object, config: Config | None = None) -> Warden:
@@ -188,13 +190,31 @@ class EstimatorPluginContract(_PluginContract):
 class StrategyPluginContract(_PluginContract):
     """For plugins implementing ``on_pressure``.
 
-    Override ``reading`` with a pressure reading that should make your strategy propose something,
-    and ``warden`` if your strategy needs providers (register an in-memory provider).
+    By default your strategy runs alone (no built-in strategy) in a rig from
+    :mod:`memwarden.testing.fakes`: a scripted 100 GiB pool at 90 % used (CRITICAL) and an
+    in-memory provider with three loaded models of different sizes, idle for 1 s, 10 min and 2 h.
+    Override ``rig`` or ``reading`` to set another scene.
     """
 
     @pytest.fixture
+    def rig(self, plugin: object, config: Config) -> Rig:
+        rig = make_rig(config, builtin_strategies=False)
+        rig.warden.plugins.register(plugin)
+        now = time.time()
+        for name, size_gib, idle_s in (("small", 2, 1), ("medium", 8, 600), ("large", 20, 7200)):
+            rig.provider.add_model(name, size_gib * GIB)
+            loaded = rig.provider.load(name, context_tokens=4096)
+            rig.provider.set(loaded.instance_id or name, idle_since=now - idle_s)
+        rig.device.set_used_percent(90)
+        return rig
+
+    @pytest.fixture
+    def warden(self, rig: Rig) -> Warden:
+        return rig.warden
+
+    @pytest.fixture
     def reading(self, warden: Warden) -> PressureReading:
-        return warden.pressure(managed_bytes=0)
+        return warden.pressure()
 
     def _propose(self, warden: Warden, reading: PressureReading) -> list[Action]:
         results = warden.hook.on_pressure(reading=reading, warden=warden)
@@ -207,6 +227,15 @@ class StrategyPluginContract(_PluginContract):
             assert action.kind and action.strategy and action.description
             assert action.expected_freed_bytes >= 0
             assert action.cost >= 0
+
+    def test_actions_on_a_model_name_a_loaded_model_and_its_provider(
+        self, warden: Warden, reading: PressureReading
+    ) -> None:
+        loaded = {(m.provider, m.instance_id or m.name) for m in warden.loaded_models()}
+        loaded |= {(m.provider, m.name) for m in warden.loaded_models()}
+        for action in self._propose(warden, reading):
+            if action.model is not None:
+                assert (action.provider, action.model) in loaded, action
 
     def test_proposing_changes_nothing(self, warden: Warden, reading: PressureReading) -> None:
         before = warden.loaded_models()

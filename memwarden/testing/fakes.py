@@ -1,14 +1,23 @@
-"""A scripted device and an in-memory provider for deterministic governor tests.
+"""A scripted device and an in-memory provider, for deterministic tests of strategies and of
+the governor (memwarden's own, and a strategy plugin author's).
 
 Both are real plugins registered through the real plugin manager: the device plugin's
 ``detect_device`` reports one scripted pool, and the provider is a real ``Provider`` subclass
-whose loads and unloads move bytes in that pool, as a runtime's would.
+whose loads and unloads move bytes in that pool, as a runtime's would::
+
+    rig = make_rig()
+    rig.provider.add_model("llama", 4 * GIB)
+    rig.provider.load("llama", context_tokens=4096)
+    rig.device.set_used_percent(90)
+    Governor(rig.warden).step()
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -17,6 +26,8 @@ from memwarden.core.plugins import BUILTIN_PLUGINS, Plugins
 from memwarden.core.providers import Provider
 from memwarden.core.types import (
     AvailableModel,
+    Confidence,
+    Event,
     LoadedModel,
     MemoryEstimate,
     MemoryPool,
@@ -143,11 +154,13 @@ class MemoryRuntimePlugin:
         self.provider = provider
 
     @hookimpl
-    def register_providers(self, register, config: Config) -> None:
+    def register_providers(self, register: Callable[[Provider], None], config: Config) -> None:
         register(self.provider)
 
     @hookimpl
-    def estimate_model_size(self, model: ModelRef, context_tokens: int, options) -> MemoryEstimate:
+    def estimate_model_size(
+        self, model: ModelRef, context_tokens: int, options: dict[str, Any]
+    ) -> MemoryEstimate:
         return MemoryEstimate(
             model=model,
             context_tokens=context_tokens,
@@ -155,7 +168,7 @@ class MemoryRuntimePlugin:
             kv_cache_bytes=context_tokens * KV_BYTES_PER_TOKEN,
             compute_bytes=0,
             overhead_bytes=0,
-            confidence="high",
+            confidence=Confidence.HIGH,
             estimator="memory-runtime",
         )
 
@@ -165,25 +178,30 @@ class Rig:
     warden: Warden
     device: ScriptedDevice
     provider: MemoryProvider
-    events: list
+    events: list[Event]
 
 
 class EventRecorder:
     def __init__(self) -> None:
-        self.events: list = []
+        self.events: list[Event] = []
 
     @hookimpl
-    def on_event(self, event, warden) -> None:
+    def on_event(self, event: Event, warden: Warden) -> None:
         self.events.append(event)
 
 
-def make_rig(config: Config | None = None, **device_args: int) -> Rig:
-    """A warden with the built-in strategies and state plugin, plus the fakes."""
+def make_rig(
+    config: Config | None = None, *, builtin_strategies: bool = True, **device_args: int
+) -> Rig:
+    """A warden with the state plugin (and the built-in strategies, unless told not to), plus
+    the fakes."""
     config = config or Config()
     device = ScriptedDevice(**device_args)
     provider = MemoryProvider(device)
     # No real device plugin: the scripted device is the only pool, on any machine.
-    allowed = ["sqlite-state"] + [n for n, module in BUILTIN_PLUGINS if ".strategies." in module]
+    allowed = ["sqlite-state"]
+    if builtin_strategies:
+        allowed += [n for n, module in BUILTIN_PLUGINS if ".strategies." in module]
     plugins = Plugins(config, load_entry_points=False, env={"MEMWARDEN_PLUGINS": ",".join(allowed)})
     plugins.register(device, None)
     plugins.register(MemoryRuntimePlugin(provider))
