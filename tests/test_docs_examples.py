@@ -138,3 +138,28 @@ def test_on_event_example():
 def test_example_registers_cleanly(hook):
     warden = warden_with(plugin_from(hook))
     assert hook in warden.plugins.plugin_list()[0].hooks
+
+
+CONFIG_DOCS = [
+    "README.md",
+    "docs/configuration.md",
+    "docs/governor.md",
+    "docs/devices.md",
+    "docs/estimation.md",
+]
+
+
+def config_examples():
+    root = DOC.parent.parent
+    for name in CONFIG_DOCS:
+        for index, block in enumerate(
+            re.findall(r"```toml\n(.*?)```", (root / name).read_text(), flags=re.S)
+        ):
+            yield pytest.param(block, id=f"{name}#{index}")
+
+
+@pytest.mark.parametrize("text", list(config_examples()))
+def test_config_examples_in_the_docs_are_valid(text):
+    import tomllib
+
+    parse_config_data(tomllib.loads(text), None)
