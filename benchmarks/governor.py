@@ -19,20 +19,15 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from governor_fakes import GIB, make_rig  # noqa: E402
-
-from memwarden.core.config import Config, StateConfig  # noqa: E402
-from memwarden.core.governor import Governor  # noqa: E402
-from memwarden.core.monitor import Monitor  # noqa: E402
-from memwarden.core.types import PressureLevel  # noqa: E402
-from memwarden.hookspecs import hookimpl  # noqa: E402
+from memwarden.core.config import Config, StateConfig
+from memwarden.core.governor import Governor
+from memwarden.core.monitor import Monitor
+from memwarden.core.types import PressureLevel
+from memwarden.hookspecs import hookimpl
+from memwarden.testing.fakes import GIB, make_rig
 
 
 def percentile(values: list[float], fraction: float) -> float:
