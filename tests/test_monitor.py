@@ -92,3 +92,35 @@ def test_the_monitor_arms_a_psi_trigger_where_the_kernel_allows():
         assert monitor.psi_status.armed
         assert "some 150000 us in 2000000 us" in monitor.psi_status.detail
         monitor.run(once=True)
+
+
+def _count_listings(rig) -> list[int]:
+    calls = [0]
+    listing = rig.provider.loaded_models
+
+    def counted():
+        calls[0] += 1
+        return listing()
+
+    rig.provider.loaded_models = counted
+    return calls
+
+
+def test_at_normal_the_runtimes_are_asked_for_their_models_only_every_few_seconds():
+    rig = make_rig(Config(governor=GovernorConfig(models_refresh_s=60.0)))
+    calls = _count_listings(rig)
+    with Monitor(Governor(rig.warden), psi=False) as monitor:
+        for _ in range(5):
+            monitor.run_once()
+    assert rig.device.calls == 5  # the pools are measured at every sample
+    assert calls[0] == 1
+
+
+def test_under_pressure_every_sample_asks_the_runtimes_again():
+    rig = make_rig(Config(governor=GovernorConfig(models_refresh_s=60.0)))
+    rig.device.set_used_percent(88)
+    calls = _count_listings(rig)
+    with Monitor(Governor(rig.warden), psi=False) as monitor:
+        for _ in range(3):
+            monitor.run_once()
+    assert calls[0] >= 3

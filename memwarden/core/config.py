@@ -119,6 +119,9 @@ class GovernorConfig:
     interval_warning_s: float = _seconds(0.5, minimum=0.01)
     interval_critical_s: float = _seconds(0.2, minimum=0.01)
     interval_emergency_s: float = _seconds(0.1, minimum=0.01)
+    # At NORMAL, the runtimes are asked what they have loaded at most this often (pools are
+    # measured at every sample); under pressure, at every sample.
+    models_refresh_s: float = _seconds(5.0, minimum=0.0)
     # While a level above NORMAL persists, the ladder runs again this often.
     retrigger_interval_s: float = _seconds(5.0, minimum=0.1)
     # The most actions one ladder round takes before it measures and waits for the next round.

@@ -202,6 +202,7 @@ class Governor:
         self.last_reading: PressureReading | None = None
         self.last_round: RoundReport | None = None
         self._loaded: list[LoadedModel] | None = None
+        self._loaded_at = float("-inf")  # time.monotonic() of the last providers' listing
         self._previous: dict[str, PressureLevel] = {}
         self._priorities: dict[ModelKey, int] = {}
         self._policy_cache: dict[tuple[int, int], ModelPolicy] = {}
@@ -292,10 +293,22 @@ class Governor:
 
     # -- sampling and levels ---------------------------------------------------------------
 
-    def sample(self) -> PressureReading:
-        """Measure every pool and every loaded model, and evaluate with hysteresis."""
+    def sample(self, *, models_max_age_s: float = 0.0) -> PressureReading:
+        """Measure every pool and every loaded model, and evaluate with hysteresis.
+
+        ``models_max_age_s``: reuse the providers' list of loaded models if it is younger than
+        this. Pools are always measured afresh; asking every runtime what it has loaded is the
+        expensive part of a sample, and while all is well it rarely changes.
+        """
         snapshot = self.warden.snapshot()
-        loaded = self.warden.loaded_models()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._loaded if now - self._loaded_at < models_max_age_s else None
+        if cached is None:
+            loaded = self.warden.loaded_models()
+            self._loaded_at = now
+        else:
+            loaded = list(cached)
         return self._evaluate(snapshot, loaded)
 
     def _evaluate(self, snapshot: DeviceSnapshot, loaded: list[LoadedModel]) -> PressureReading:

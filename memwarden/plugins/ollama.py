@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -73,9 +74,17 @@ class OllamaProvider(Provider):
         # After a refused connection, retries are skipped for a while: a server that is plainly
         # down must not cost every listing the whole backoff.
         self._refused_at: float | None = None
+        # One client per timeout, kept: building one (its HTTP pool and TLS context) costs tens
+        # of milliseconds of CPU, and the monitor lists loaded models every few seconds.
+        self._clients: dict[float, ollama.Client] = {}
+        self._clients_lock = threading.Lock()
 
     def _client(self, timeout_s: float) -> ollama.Client:
-        return ollama.Client(host=self.host, timeout=timeout_s)
+        with self._clients_lock:
+            client = self._clients.get(timeout_s)
+            if client is None:
+                client = self._clients[timeout_s] = ollama.Client(host=self.host, timeout=timeout_s)
+            return client
 
     def _call(
         self,
@@ -94,8 +103,7 @@ class OllamaProvider(Provider):
         attempts = 1 + (self.options.retries if idempotent and not recently_refused else 0)
         for attempt in range(attempts):
             try:
-                with self._client(timeout_s) as client:
-                    answer = call(client)
+                answer = call(self._client(timeout_s))
                 self._refused_at = None
                 return answer
             except (ConnectionError, httpx.ConnectError, httpx.RemoteProtocolError) as exc:
