@@ -78,6 +78,8 @@ class FakeLMStudio:
     out_of_memory: bool = False
     malformed: bool = False
     received: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
+    # HTTP probes of /lmstudio-greeting: a new SDK client makes one before it connects.
+    greetings: int = 0
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     def rpc(self, namespace: str, endpoint: str, parameter: Any) -> Any:
@@ -267,6 +269,8 @@ def _handler(fake: FakeLMStudio) -> type[socketserver.BaseRequestHandler]:
 
         def http(self, sock: socket.socket, request_line: str) -> None:
             if request_line.startswith("GET /lmstudio-greeting "):
+                with fake.lock:
+                    fake.greetings += 1
                 status, body = "200 OK", b'{"lmstudio":true}'
             else:
                 status, body = "404 Not Found", b"Not Found"

@@ -141,3 +141,21 @@ def test_generate_answers_with_token_counts(provider):
 def test_generate_loads_the_model_when_no_instance_is(provider):
     provider.generate("gemma-3-270m-it", "hello")
     assert [m.name for m in provider.loaded_models()] == ["gemma-3-270m-it"]
+
+
+def test_one_sdk_client_serves_repeated_calls(provider, fake):
+    _, state = fake
+    for _ in range(5):
+        provider.loaded_models()
+    assert state.greetings == 1
+
+
+def test_a_client_that_failed_is_replaced_by_a_new_one(provider, fake):
+    _, state = fake
+    provider.loaded_models()
+    state.malformed = True
+    with pytest.raises(ProviderError):
+        provider.loaded_models()
+    state.malformed = False
+    provider.loaded_models()
+    assert state.greetings == 2

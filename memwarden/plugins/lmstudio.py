@@ -56,6 +56,30 @@ class LMStudioProvider(Provider):
     def __init__(self, options: LMStudioOptions | None = None) -> None:
         self.options = options or LMStudioOptions()
         self.host = self.options.host.removeprefix("http://").removeprefix("ws://").rstrip("/")
+        # One SDK client, kept while it works: each new client starts a websocket thread and
+        # probes the server (tens of milliseconds of CPU), and the monitor asks LM Studio what
+        # it has loaded every few seconds, every sample under pressure.
+        self._client: lmstudio.Client | None = None
+        self._client_lock = threading.Lock()
+
+    def _connected_client(self) -> lmstudio.Client:
+        with self._client_lock:
+            if self._client is None:
+                client = lmstudio.Client(self.host)
+                try:
+                    client.__enter__()  # probes the server; closed below if it fails
+                except BaseException:
+                    client.close()
+                    raise
+                self._client = client
+            return self._client
+
+    def _discard(self, client: lmstudio.Client) -> None:
+        """Close a client that failed or hung: the next call starts afresh."""
+        with self._client_lock:
+            if self._client is client:
+                self._client = None
+        client.close()
 
     def _call(
         self,
@@ -65,30 +89,31 @@ class LMStudioProvider(Provider):
         model: str | None = None,
         timeout_s: float | None = None,
     ) -> T:
-        """Run one SDK operation on a fresh client under a deadline, mapping its errors."""
+        """Run one SDK operation under a deadline, mapping its errors."""
         timeout_s = timeout_s if timeout_s is not None else self.options.timeout_s
         outcome: dict[str, Any] = {}
         client_box: list[lmstudio.Client] = []
 
         def run() -> None:
-            client = lmstudio.Client(self.host)
-            client_box.append(client)
             try:
-                with client:
-                    outcome["result"] = call(client)
+                client = self._connected_client()
             except BaseException as exc:
                 outcome["error"] = exc
-            finally:
-                # `with` closes only a client whose probe succeeded; close the others too, or
-                # their websocket threads stay behind.
-                client.close()
+                return
+            client_box.append(client)
+            try:
+                outcome["result"] = call(client)
+            except BaseException as exc:
+                outcome["error"] = exc
+                if not isinstance(exc, lmstudio.LMStudioModelNotFoundError | MemwardenError):
+                    self._discard(client)
 
         thread = threading.Thread(target=run, name=f"lmstudio-{action}", daemon=True)
         thread.start()
         thread.join(timeout_s)
         if thread.is_alive():
             for client in client_box:
-                client.close()
+                self._discard(client)
             raise ProviderUnavailable(
                 f"lmstudio ({self.host}): no answer to {action} within {timeout_s:g} s",
                 hint="LM Studio is busy or hung; raise [plugins.lmstudio] timeout_s if it is "
