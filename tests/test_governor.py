@@ -132,6 +132,35 @@ def test_ladder_evicts_the_lowest_priority_first_and_stops_once_relieved():
     assert report.level_after is PressureLevel.WARNING
 
 
+def test_thrashing_with_memory_available_evicts_one_model_per_psi_window():
+    config = config_with(
+        models={"low": ModelPolicy(priority=1), "high": ModelPolicy(priority=9)},
+        governor=GovernorConfig(retrigger_interval_s=0.1),
+    )
+    now = [1000.0]
+    rig = make_rig(config)
+    for name in ("low", "high"):
+        rig.provider.add_model(name, 10 * GIB)
+        rig.provider.load(name)
+    governor = Governor(rig.warden, clock=lambda: now[0])
+    rig.device.set_used_percent(40)
+    rig.device.psi_full_avg10 = 35.0
+
+    first = governor.step()
+    assert first.trigger is PressureLevel.CRITICAL
+    assert [o.action.kind for o in first.outcomes] == ["refuse-loads", "unload"]
+    assert rig.provider.unloaded == ["low#1"]
+
+    # The 10 s average still reads high just after: no second eviction inside its window...
+    now[0] += 5.0
+    assert governor.step() is None
+    assert rig.provider.unloaded == ["low#1"]
+    # ...but a stall that persists past it evicts the next model.
+    now[0] += 6.0
+    governor.step()
+    assert rig.provider.unloaded == ["low#1", "high#2"]
+
+
 def test_each_taken_action_is_an_event_with_expected_and_measured_bytes():
     rig = make_rig()
     rig.provider.add_model("m", 25 * GIB)

@@ -85,3 +85,23 @@ def test_relief_needed_is_empty_when_all_is_normal():
 
     config = PressureConfig()
     assert relief_needed(evaluate(DeviceSnapshot(pools=(ram(20),)), config), config) == {}
+
+
+def stalled(some: float | None, full: float | None, used_percent: float = 30) -> MemoryPool:
+    import attrs
+
+    return attrs.evolve(ram(used_percent), psi_some_avg10=some, psi_full_avg10=full)
+
+
+def test_tasks_stalling_on_memory_raise_the_level_even_with_memory_available():
+    config = PressureConfig()
+    assert pool_pressure(stalled(2.0, 0.5), config).level is PressureLevel.NORMAL
+    warning = pool_pressure(stalled(25.0, 1.0), config)
+    assert warning.level is PressureLevel.WARNING
+    assert "some tasks stalled on memory 25.0% of the last 10 s (PSI) >= 20%" in warning.reasons
+    assert pool_pressure(stalled(40.0, 12.0), config).level is PressureLevel.CRITICAL
+
+
+def test_psi_rules_can_be_turned_off():
+    config = PressureConfig(psi_some_warning_percent=0.0, psi_full_critical_percent=0.0)
+    assert pool_pressure(stalled(90.0, 80.0), config).level is PressureLevel.NORMAL

@@ -73,6 +73,13 @@ def _percent(default: float) -> Any:
     return attrs.field(default=default, validator=[v.instance_of(float), v.ge(0.0), v.le(100.0)])
 
 
+def _optional_percent(default: float | None) -> Any:
+    return attrs.field(
+        default=default,
+        validator=v.optional([v.instance_of(float), v.ge(0.0), v.le(100.0)]),
+    )
+
+
 @attrs.frozen
 class PressureConfig:
     """When memory counts as under pressure. Percentages are of a pool's usable total."""
@@ -86,6 +93,11 @@ class PressureConfig:
     max_managed_memory: ByteSize | None = None
     # A level is left only once usage falls this many points below the threshold that raised it.
     hysteresis_percent: float = _percent(3.0)
+    # Linux PSI: the share of the last 10 s in which some (or all) tasks stalled waiting for
+    # memory. Stalls mean reclaim or swap thrashing however much memory reads as available, so
+    # they raise a pool's level too. 0 turns a rule off.
+    psi_some_warning_percent: float | None = _optional_percent(20.0)
+    psi_full_critical_percent: float | None = _optional_percent(10.0)
 
     def __attrs_post_init__(self) -> None:
         if not self.warning_percent < self.critical_percent < self.emergency_percent:

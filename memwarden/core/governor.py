@@ -403,11 +403,12 @@ class Governor:
         if reading.level == PressureLevel.NORMAL:
             return None
         now = self.clock()
-        due = (
-            changed
-            or self._last_round_at is None
-            or now - self._last_round_at >= self.config.retrigger_interval_s
-        )
+        interval = self.config.retrigger_interval_s
+        if any(p.stalled for p in reading.pools):
+            # PSI reports a 10 s average: after an action, stalls read high for a while even
+            # once they have stopped. Acting again sooner would evict for a past stall.
+            interval = max(interval, pressure.PSI_WINDOW_S)
+        due = changed or self._last_round_at is None or now - self._last_round_at >= interval
         if not due:
             return None
         return self.relieve(reading)

@@ -14,6 +14,9 @@ from memwarden.core.types import (
     PressureReading,
 )
 
+# The window of the PSI averages the stall rules read (the kernel's avg10).
+PSI_WINDOW_S = 10.0
+
 # The key under which ``evaluate(previous=...)`` remembers the level of the managed-memory cap.
 MANAGED_CAP = "max_managed_memory"
 
@@ -43,6 +46,20 @@ def pool_pressure(
         if level < PressureLevel.CRITICAL:
             level = PressureLevel.CRITICAL
         reasons.append(f"{pool.available_bytes} bytes free < min_free {int(config.min_free)}")
+    stalled_rule = False
+    for stalled, threshold, kind, psi_level in (
+        (pool.psi_full_avg10, config.psi_full_critical_percent, "all", PressureLevel.CRITICAL),
+        (pool.psi_some_avg10, config.psi_some_warning_percent, "some", PressureLevel.WARNING),
+    ):
+        # 0 (or None, from code) turns a rule off: TOML has no null.
+        if stalled is not None and threshold and stalled >= threshold:
+            level = max(level, psi_level)
+            stalled_rule = True
+            reasons.append(
+                f"{kind} tasks stalled on memory {stalled:.1f}% of the last 10 s "
+                f"(PSI) >= {threshold:g}%"
+            )
+            break
     if previous is not None and previous > level:
         release_at = _threshold(config, previous) - config.hysteresis_percent
         if used_percent > release_at:
@@ -56,6 +73,7 @@ def pool_pressure(
         used_percent=round(used_percent, 2),
         available_bytes=pool.available_bytes,
         reasons=tuple(reasons),
+        stalled=stalled_rule,
     )
 
 

@@ -225,6 +225,8 @@ class PoolPressure:
     used_percent: float
     available_bytes: int
     reasons: tuple[str, ...] = ()
+    # Tasks stall on memory (Linux PSI) past a configured share: thrashing, whatever the usage.
+    stalled: bool = False
 
 
 @attrs.frozen

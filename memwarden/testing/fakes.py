@@ -52,6 +52,9 @@ class ScriptedDevice:
         self.baseline_bytes = baseline_bytes  # what everything but the models uses
         self.models_bytes = 0
         self.calls = 0
+        # Linux PSI stall shares (percent of the last 10 s) the pool reports; None: no PSI.
+        self.psi_some_avg10: float | None = None
+        self.psi_full_avg10: float | None = None
 
     def set_used_percent(self, percent: float) -> None:
         """Set what other programs use so that the pool reads ``percent`` used."""
@@ -74,6 +77,8 @@ class ScriptedDevice:
                 available_bytes=self.total_bytes - used,
                 used_bytes=used,
                 source="scripted-device",
+                psi_some_avg10=self.psi_some_avg10,
+                psi_full_avg10=self.psi_full_avg10,
             )
         ]
 
