@@ -247,7 +247,8 @@ class LlamaCppProvider(Provider):
         try:
             self._require_runtime()
         except ProviderUnavailable as exc:
-            return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
+            reason = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+            return ProviderStatus(name=self.name, reachable=False, reason=reason)
         version = importlib.metadata.version("llama-cpp-python")
         return ProviderStatus(name=self.name, reachable=True, version=f"{version} (embedded)")
 
