@@ -135,3 +135,19 @@ def test_sources_say_where_each_value_came_from(write_config):
     sources = {key: source for key, _, source in config.sources()}
     assert sources["pressure.critical_percent"] == str(config.path)
     assert sources["pressure.warning_percent"] == "default"
+
+
+def test_plugin_options_are_structured_once_per_config(write_config):
+    import attrs
+
+    @attrs.frozen
+    class Options:
+        timeout_s: float = 5.0
+
+    config = load_config(write_config("[plugins.ollama]\ntimeout_s = 3\n"))
+    first = config.plugin_options("ollama", Options)
+    assert config.plugin_options("ollama", Options) is first
+    changed = attrs.evolve(
+        config, plugins=attrs.evolve(config.plugins, settings={"ollama": {"timeout_s": 9}})
+    )
+    assert changed.plugin_options("ollama", Options).timeout_s == 9.0

@@ -222,6 +222,10 @@ class Config:
     # Where the values came from: the file, or None when everything is a default.
     path: Path | None = attrs.field(default=None, eq=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    # Structured plugin sections: device plugins ask on every snapshot, ten times a second.
+    _plugin_options: dict[tuple[str, type], Any] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
 
     def plugin_settings(self, name: str) -> Mapping[str, Any]:
         """The ``[plugins.<name>]`` table, or an empty mapping."""
@@ -235,11 +239,19 @@ class Config:
         return _DEFAULT_POLICY
 
     def plugin_options(self, name: str, cls: type[T]) -> T:
-        """Structure ``[plugins.<name>]`` into a plugin's own attrs class, with clear errors."""
+        """Structure ``[plugins.<name>]`` into a plugin's own attrs class, with clear errors.
+
+        Structured once per config; make ``cls`` frozen, as every caller gets the same object.
+        """
+        cached = self._plugin_options.get((name, cls))
+        if cached is not None:
+            return cached
         try:
-            return _converter.structure(dict(self.plugin_settings(name)), cls)
+            options = _converter.structure(dict(self.plugin_settings(name)), cls)
         except Exception as exc:
             raise _config_error(self.path, exc, prefix=("plugins", name)) from None
+        self._plugin_options[(name, cls)] = options
+        return options
 
     def sources(self) -> Iterator[tuple[str, Any, str]]:
         """Every effective setting as (key path, value, where it came from)."""

@@ -109,20 +109,9 @@ def measure(root: Path) -> list[MemoryPool] | DeviceUnavailable:
     return pools
 
 
-_options: tuple[Config, AmdOptions] | None = None
-
-
-def options_for(config: Config) -> AmdOptions:
-    """``[plugins.amd]`` of this config, structured once rather than on every snapshot."""
-    global _options
-    if _options is None or _options[0] is not config:
-        _options = (config, config.plugin_options(NAME, AmdOptions))
-    return _options[1]
-
-
 @hookimpl
 def detect_device(config: Config) -> list[MemoryPool] | DeviceUnavailable:
-    options = options_for(config)
+    options = config.plugin_options(NAME, AmdOptions)
     if options.root == "/" and not sys.platform.startswith("linux"):
         return DeviceUnavailable(source=NAME, reason=f"reads Linux sysfs; this is {sys.platform}")
     return measure(Path(options.root))

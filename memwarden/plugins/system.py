@@ -431,20 +431,9 @@ def measure_psutil() -> MemoryPool:
     )
 
 
-_options: tuple[Config, SystemOptions] | None = None
-
-
-def options_for(config: Config) -> SystemOptions:
-    """``[plugins.system]`` of this config, structured once rather than on every snapshot."""
-    global _options
-    if _options is None or _options[0] is not config:
-        _options = (config, config.plugin_options(NAME, SystemOptions))
-    return _options[1]
-
-
 @hookimpl
 def detect_device(config: Config) -> list[MemoryPool] | DeviceUnavailable | None:
-    options = options_for(config)
+    options = config.plugin_options(NAME, SystemOptions)
     if options.root == "/" and apple.reports_unified_memory(config, os.environ):
         return None  # the apple plugin's unified pool is this RAM; never count it twice
     if sys.platform.startswith("linux") or options.root != "/":
