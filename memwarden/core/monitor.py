@@ -128,8 +128,9 @@ class Monitor:
         governor = self.governor
         # While all is well the models loaded a few seconds ago will do; under pressure, and
         # before the ladder acts on a reading, every runtime is asked again.
-        reading = governor.sample(models_max_age_s=governor.config.models_refresh_s)
-        if reading.level > PressureLevel.NORMAL or governor.level > PressureLevel.NORMAL:
+        calm = governor.level == PressureLevel.NORMAL
+        reading = governor.sample(models_max_age_s=governor.config.models_refresh_s if calm else 0)
+        if calm and reading.level > PressureLevel.NORMAL:
             reading = governor.sample()
         report = self.governor.step(reading)
         self.samples += 1
