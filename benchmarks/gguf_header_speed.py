@@ -19,8 +19,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from memwarden.core.gguf import read_model
 from memwarden.core.types import ModelRef
+from memwarden.estimation.gguf import read_model
 from memwarden.plugins import gguf_estimator
 from memwarden.plugins.gguf_estimator import estimate_file
 

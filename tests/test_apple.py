@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from memwarden.core.config import Config
+from memwarden.core.plugins import Plugins
 from memwarden.core.types import DeviceUnavailable, PoolKind
+from memwarden.core.warden import Warden
 from memwarden.plugins import apple
 
 FIXTURES = Path(__file__).parent / "fixtures" / "apple"
@@ -148,3 +150,29 @@ def test_sysctl_without_memsize_makes_the_plugin_unavailable(monkeypatch):
     result = apple.detect_device(config=Config())
     assert isinstance(result, DeviceUnavailable)
     assert "hw.memsize" in result.reason
+
+
+def _mac_warden(monkeypatch, run_command) -> Warden:
+    monkeypatch.setattr(apple, "is_apple_silicon", lambda *args: True)
+    monkeypatch.setattr(apple, "run_command", run_command)
+    config = Config()
+    plugins = Plugins(
+        config,
+        builtins=[("system", "memwarden.plugins.system"), ("apple", "memwarden.plugins.apple")],
+        load_entry_points=False,
+        env={},
+    )
+    return Warden(config, plugins)
+
+
+def test_on_a_mac_the_core_counts_the_ram_once_as_the_unified_pool(monkeypatch):
+    snapshot = _mac_warden(monkeypatch, outputs("m1_16gb_sysctl.txt")).snapshot()
+    assert [(p.id, p.source) for p in snapshot.pools] == [("unified", "apple")]
+
+
+def test_on_a_mac_whose_apple_plugin_fails_the_system_pool_still_governs_the_ram(monkeypatch):
+    def broken(argv):
+        raise RuntimeError("sysctl is missing")
+
+    snapshot = _mac_warden(monkeypatch, broken).snapshot()
+    assert [(p.id, p.source) for p in snapshot.pools] == [("system", "system")]

@@ -5,16 +5,16 @@ from gguf_files import isolate_model_stores, write_gemma3, write_model
 
 from memwarden.core.config import Config
 from memwarden.core.errors import EstimateUnavailable
-from memwarden.core.gguf import read_model
-from memwarden.core.sizing import (
+from memwarden.core.types import Confidence, ModelRef
+from memwarden.core.warden import Warden
+from memwarden.estimation.gguf import read_model
+from memwarden.estimation.sizing import (
     DECODE_WORK_BYTES,
     GRAPH_NODE_BYTES,
     KV_CELL_META_BYTES,
     TENSOR_HEADER_BYTES,
     VOCAB_ENTRY_BYTES,
 )
-from memwarden.core.types import Confidence, ModelRef
-from memwarden.core.warden import Warden
 
 MiB = 1 << 20
 

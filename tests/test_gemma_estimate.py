@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from memwarden.core.gguf import read_model
 from memwarden.core.types import ModelRef
+from memwarden.estimation.gguf import read_model
 from memwarden.plugins.gguf_estimator import estimate_file
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def test_real_gemma_header_is_read(gemma_gguf):
 
 def test_real_gemma_weights_fill_the_file_after_its_header(gemma_gguf):
     model = read_model(gemma_gguf)
-    from memwarden.core.gguf import read_header
+    from memwarden.estimation.gguf import read_header
 
     header = read_header(gemma_gguf)
     assert model.tensor_bytes() == header.file_bytes - header.data_offset

@@ -7,7 +7,7 @@ import pytest
 from gguf_files import write_gemma3, write_model
 
 from memwarden.core.errors import ModelFileError
-from memwarden.core.gguf import GGML_TYPES, ArraySummary, read_header, read_model
+from memwarden.estimation.gguf import GGML_TYPES, ArraySummary, read_header, read_model
 
 
 @pytest.fixture

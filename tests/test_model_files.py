@@ -8,15 +8,15 @@ from gguf_files import isolate_model_stores, write_model
 
 from memwarden.core.config import Config
 from memwarden.core.errors import ModelNotFound
-from memwarden.core.model_files import (
+from memwarden.core.types import ModelRef
+from memwarden.core.warden import Warden
+from memwarden.estimation.model_files import (
     ModelSearch,
     find_model_file,
     lmstudio_file,
     ollama_blob,
     parse_ollama_name,
 )
-from memwarden.core.types import ModelRef
-from memwarden.core.warden import Warden
 from memwarden.plugins.gguf_estimator import locate
 
 

@@ -263,13 +263,7 @@ def test_this_machine_reports_the_real_total_memory():
     assert 0 <= pool.available_bytes <= pool.total_bytes
 
 
-def test_stays_silent_on_apple_silicon_where_the_unified_pool_holds_the_ram(monkeypatch):
+def test_reports_ram_on_apple_silicon_and_leaves_deduplication_to_the_core(monkeypatch):
     monkeypatch.setattr(apple, "is_apple_silicon", lambda *args: True)
-    assert system.detect_device(config=Config()) is None
-
-
-def test_reports_ram_on_apple_silicon_when_the_apple_plugin_is_disabled(monkeypatch):
-    monkeypatch.setattr(apple, "is_apple_silicon", lambda *args: True)
-    config = parse_config_data({"plugins": {"disabled": ["apple"]}}, None)
-    [pool] = system.detect_device(config=config)
+    [pool] = system.detect_device(config=Config())
     assert pool.id == "system"

@@ -17,10 +17,10 @@ from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
 from memwarden.core.budget import FitResult, MaxContext, PoolFit, check_fit, max_context
 from memwarden.core.errors import ConfigError, InsufficientMemory
-from memwarden.core.model_files import looks_like_path
 from memwarden.core.serialize import to_data
-from memwarden.core.sizing import KV_CACHE_TYPES
 from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
+from memwarden.estimation.model_files import looks_like_path
+from memwarden.estimation.sizing import KV_CACHE_TYPES
 
 DEFAULT_CONTEXT_TOKENS = 4096
 

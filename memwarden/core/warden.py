@@ -36,6 +36,7 @@ from memwarden.core.types import (
     MemoryPool,
     ModelRef,
     PluginFailure,
+    PoolKind,
     PressureLevel,
     PressureReading,
     ProviderStatus,
@@ -50,6 +51,15 @@ log = logging.getLogger("memwarden")
 PROVIDER_TIMEOUT_S = 5.0
 # A provider found unreachable is asked again only after this long.
 PROVIDER_RETRY_AFTER_S = 10.0
+
+
+def _own_pools(pools: list[MemoryPool]) -> list[MemoryPool]:
+    """The pools the core governs. A unified pool (Apple Silicon) is the machine's RAM, so a
+    system pool beside it counts the same bytes twice and is dropped; where no plugin reports a
+    unified pool, the system pool stands alone."""
+    if any(p.kind is PoolKind.UNIFIED for p in pools):
+        return [p for p in pools if p.kind is not PoolKind.SYSTEM]
+    return pools
 
 
 class Warden:
@@ -85,7 +95,7 @@ class Warden:
                 unavailable.append(result)
             else:
                 pools.extend(result)
-        return DeviceSnapshot(pools=tuple(pools), unavailable=tuple(unavailable))
+        return DeviceSnapshot(pools=tuple(_own_pools(pools)), unavailable=tuple(unavailable))
 
     def pressure(
         self,

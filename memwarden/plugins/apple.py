@@ -1,7 +1,8 @@
 """Apple Silicon unified memory: one pool that the CPU and the GPU share.
 
 On arm64 macOS, RAM and "VRAM" are the same memory, so this plugin reports exactly one pool
-(id "unified") and the ``system`` plugin stays silent. The numbers come from two commands, run
+(id "unified"). The core drops the ``system`` plugin's pool wherever a unified pool is
+reported, since both are the same RAM. The numbers come from two commands, run
 with a short timeout:
 
 - ``sysctl hw.memsize iogpu.wired_limit_mb kern.memorystatus_vm_pressure_level``: the RAM
@@ -45,29 +46,6 @@ def is_apple_silicon(system: str | None = None, machine: str | None = None) -> b
     system = sys.platform if system is None else system
     machine = platform.machine() if machine is None else machine
     return system == "darwin" and machine == "arm64"
-
-
-def _plugin_allowed(config: Config, environ: Mapping[str, str]) -> bool:
-    """Whether the configuration lets this plugin load (mirrors core.plugins' filtering)."""
-    plugins = config.plugins
-    if NAME in plugins.disabled:
-        return False
-    for names in (plugins.enabled, _env_names(environ)):
-        if names is not None and NAME not in names and "builtins" not in names:
-            return False
-    return True
-
-
-def _env_names(environ: Mapping[str, str]) -> set[str] | None:
-    value = environ.get("MEMWARDEN_PLUGINS")
-    if value is None:
-        return None
-    return {n.strip() for n in value.split(",") if n.strip()}
-
-
-def reports_unified_memory(config: Config, environ: Mapping[str, str]) -> bool:
-    """True where this plugin reports the machine's RAM, so no other plugin may count it."""
-    return is_apple_silicon() and _plugin_allowed(config, environ)
 
 
 # -- parsing (text in, numbers out; tested against real recorded outputs) -----------------------

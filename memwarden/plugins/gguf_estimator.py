@@ -1,8 +1,8 @@
 """Sizes a model from its GGUF file's header (tensor table and metadata): high confidence.
 
 Finds the file behind the model's name (a path, the Ollama store, LM Studio's folder, configured
-folders; see :mod:`memwarden.core.model_files`), reads only its header, and applies
-:mod:`memwarden.core.sizing`. Settings, all optional::
+folders; see :mod:`memwarden.estimation.model_files`), reads only its header, and applies
+:mod:`memwarden.estimation.sizing`. Settings, all optional::
 
     [plugins.gguf-estimator]
     ollama_models_dir = "~/.ollama/models"     # default: $OLLAMA_MODELS or ~/.ollama/models
@@ -20,10 +20,10 @@ import attrs
 
 from memwarden.core.config import Config
 from memwarden.core.errors import ModelFileError, ModelNotFound
-from memwarden.core.gguf import GGUFModel, read_model
-from memwarden.core.model_files import ModelSearch, find_model_file, looks_like_path
-from memwarden.core.sizing import ShapeError, memory_estimate, shape_from_metadata
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
+from memwarden.estimation.gguf import GGUFModel, read_model
+from memwarden.estimation.model_files import ModelSearch, find_model_file, looks_like_path
+from memwarden.estimation.sizing import ShapeError, memory_estimate, shape_from_metadata
 from memwarden.hookspecs import hookimpl
 
 NAME = "gguf-estimator"

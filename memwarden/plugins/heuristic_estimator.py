@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from memwarden.core.gguf import ggml_type
-from memwarden.core.sizing import (
+from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
+from memwarden.estimation.gguf import ggml_type
+from memwarden.estimation.metadata import reported_size, split_metadata
+from memwarden.estimation.sizing import (
     BITS_PER_WEIGHT,
     DEFAULT_UBATCH_TOKENS,
     F32_BYTES,
@@ -22,9 +24,7 @@ from memwarden.core.sizing import (
     parameter_count,
     quantization_name,
 )
-from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.hookspecs import hookimpl
-from memwarden.plugins.metadata_estimator import reported_size, split_metadata
 
 NAME = "heuristic-estimator"
 DEFAULT_QUANTIZATION = "Q4_K_M"

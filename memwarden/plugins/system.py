@@ -10,8 +10,9 @@ root``, default "/") so that a recorded container tree can stand in for the real
   ``memory.usage_in_bytes``, ``memory.stat``, ``memory.oom_control``);
 - PSI from ``/proc/pressure/memory`` (or the limiting v2 cgroup's ``memory.pressure``).
 
-Elsewhere psutil measures the pool. On Apple Silicon the ``apple`` plugin reports RAM as one
-unified pool, so this plugin stays silent there unless that plugin is switched off.
+Elsewhere psutil measures the pool. On Apple Silicon the ``apple`` plugin reports the same RAM
+as one unified pool; the core then drops this plugin's pool, so a Mac whose apple plugin fails
+still has its RAM governed.
 
 Where each number comes from, and why available memory in a cgroup is computed the way it is, is
 written up in docs/devices.md.
@@ -32,7 +33,6 @@ import psutil
 from memwarden.core.config import Config
 from memwarden.core.types import DeviceUnavailable, MemoryPool, PoolKind
 from memwarden.hookspecs import hookimpl
-from memwarden.plugins import apple
 
 NAME = "system"
 POOL_ID = "system"
@@ -434,8 +434,6 @@ def measure_psutil() -> MemoryPool:
 @hookimpl
 def detect_device(config: Config) -> list[MemoryPool] | DeviceUnavailable | None:
     options = config.plugin_options(NAME, SystemOptions)
-    if options.root == "/" and apple.reports_unified_memory(config, os.environ):
-        return None  # the apple plugin's unified pool is this RAM; never count it twice
     if sys.platform.startswith("linux") or options.root != "/":
         result = measure_linux(Path(options.root))
         return result if isinstance(result, DeviceUnavailable) else [result]

@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 
 from memwarden.core.errors import EstimateUnavailable
-from memwarden.core.gguf import GGMLType, ggml_type
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef, PoolShare
+from memwarden.estimation.gguf import GGMLType, ggml_type
 
 MiB = 1 << 20
 # llama.cpp pads the KV cache size (cells) to this many; the flash-attention kernels need it.
