@@ -411,11 +411,11 @@ def test_ensure_drops_evictions_that_turn_out_unneeded():
     rig.provider.add_model("big", 50 * GIB)
     rig.provider.add_model("new", 40 * GIB)
     governor = governor_for(rig)
-    rig.provider.load("small")
-    rig.provider.load("big")
-    # 65 used, room 25: 15 short. "small" is cheaper? No: the small one costs more per byte,
-    # but whichever greedy takes first, "small" alone cannot cover 15 GiB and is dropped.
-    plan = governor.plan_load(["new"])
+    governor.set_priority(rig.provider.load("small"), 0)
+    governor.set_priority(rig.provider.load("big"), 1)
+    # 65 used, room 25: 15.5 GiB short. The lower-priority "small" is cheaper and taken first,
+    # but cannot cover it; "big" then covers it alone, and "small" is dropped again.
+    plan = governor.plan_load(["new"], priority=1)
     assert [a.params["instance"] for a in plan.evictions] == ["big#2"]
 
 
@@ -433,11 +433,14 @@ def test_ensure_refuses_when_even_evicting_everything_evictable_is_not_enough():
     rig.provider.load("spare")
     with pytest.raises(InsufficientMemory) as info:
         governor.ensure(["huge"])
-    message = info.value.message
-    assert "'huge'" in message
-    assert "short by pool system" in message
-    assert "(1 models, 10.00 GiB)" in message
-    assert "pinned#1 is pinned" in message
+    # The model, what it needs, what there is, what could be freed, what is kept and why.
+    assert info.value.message == (
+        "refused to load 'huge': 'huge' need(s) 60.5 GiB at 4,096 tokens of context "
+        "(60.5 GiB in pool system); there is 30.0 GiB free in pool system above its safety "
+        "margin (40.0 GiB available, 10.0 GiB kept free); short by pool system 30.5 GiB. "
+        "Evicting every model that may be evicted (1 model, 10.0 GiB) still leaves pool system "
+        "20.5 GiB missing; not evictable: pinned#1 is pinned"
+    )
     assert rig.provider.unloaded == []
 
 
@@ -480,8 +483,9 @@ def test_ensure_plans_for_1000_loaded_models():
     governor = governor_for(rig)
     for _ in range(1000):
         rig.provider.load("m")
-    plan = governor.plan_load(["new"])
-    # 9100 used, room 10000 - 9100 - 1000 = -100: 150 GiB to free, 17 models of 9 GiB.
+    # 91 % used is CRITICAL, where loads are refused: a load above the loaded models' priority
+    # may still evict them. Room 10000 - 9100 - 1000 = -100: 150 GiB to free, 17 models of 9 GiB.
+    plan = governor.plan_load(["new"], priority=1)
     assert plan.fits
     assert len(plan.evictions) == 17
 
