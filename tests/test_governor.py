@@ -388,6 +388,47 @@ def test_loads_are_allowed_again_once_pressure_falls_below_critical():
 # -- ensure -------------------------------------------------------------------------------
 
 
+def test_at_critical_a_higher_priority_load_evicts_lower_priority_models_first():
+    rig = make_rig(builtin_strategies=False)
+    rig.provider.add_model("low", 20 * GIB)
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    rig.provider.load("low")
+    governor.refusing_reason = "refuse new model loads while memory pressure is CRITICAL"
+    rig.device.set_used_percent(88)
+    plan = governor.ensure(["new"], priority=5, context_tokens=1)
+    assert (plan.fits, rig.provider.unloaded) == (True, ["low#1"])
+
+
+def test_at_critical_a_load_of_the_same_priority_is_refused_and_nothing_is_evicted():
+    rig = make_rig(builtin_strategies=False)
+    rig.provider.add_model("peer", 20 * GIB)
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    rig.provider.load("peer")
+    governor.refusing_reason = "refuse new model loads while memory pressure is CRITICAL"
+    rig.device.set_used_percent(88)
+    with pytest.raises(InsufficientMemory) as info:
+        governor.ensure(["new"], priority=0, context_tokens=1)
+    assert info.value.message.startswith(
+        "refused to load 'new': memory pressure is CRITICAL: refuse new model loads while "
+        "memory pressure is CRITICAL; while loads are refused, a load goes ahead only by "
+        "evicting lower-priority models that free at least what it takes"
+    )
+    assert info.value.message.endswith("not evictable: peer#1 has priority 0, not below 0")
+    assert rig.provider.unloaded == []
+
+
+def test_a_load_without_a_priority_takes_the_configured_one():
+    rig = make_rig(config_with(models={"new": ModelPolicy(priority=7)}))
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    loaded = governor.load("new", context_tokens=1)
+    assert governor.policy(loaded).priority == 7
+    [event] = [e for e in rig.events if e.kind == "model-loaded"]
+    assert event.data["priority"] == 7
+
+
 def test_ensure_evicts_only_what_is_needed_cheapest_first():
     rig = make_rig(total_bytes=100 * GIB, baseline_bytes=10 * GIB)
     for name, size in (("a", 20 * GIB), ("b", 20 * GIB), ("c", 20 * GIB), ("new", 30 * GIB)):
