@@ -122,7 +122,7 @@ def load(
     """
     # Through the governor: room is made first (lower-priority models evicted), or the load is
     # refused with the reason, rather than letting the runtime run the machine out of memory.
-    loaded = Governor.for_warden(app.warden).load(
+    loaded = Governor(app.warden).load(
         ModelRef(name=model, provider=provider),
         priority,
         context_tokens=context_tokens,
