@@ -102,7 +102,11 @@ class StrategyContext:
     def policy(self, model: LoadedModel) -> ModelPolicy:
         """The model's ``[models."<name>"]`` policy (by instance id, then name), with the
         priority it was loaded with through ``ensure()``/``load()`` taking precedence."""
-        return self._policy_of(model)
+        key = model_key(model)
+        policy = self._memo.get(("policy", *key))
+        if policy is None:
+            policy = self._memo[("policy", *key)] = self._policy_of(model)
+        return policy
 
     def usage(self, model: LoadedModel) -> Usage:
         """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
@@ -112,7 +116,17 @@ class StrategyContext:
     def requests_in_flight(self, model: LoadedModel) -> int:
         """Requests the model serves now: what its runtime reports plus calls made through
         memwarden. The core refuses to unload or shrink a busy model below EMERGENCY."""
-        return self._in_flight_of(model)
+        key = ("in-flight", *model_key(model))
+        count = self._memo.get(key)
+        if count is None:
+            count = self._memo[key] = self._in_flight_of(model)
+        return count
+
+    @functools.cached_property
+    def _memo(self) -> dict[tuple[str, str, str], object]:
+        # Answers per model for the life of this context: strategies ask for each model's
+        # policy several times per round, and the core once more for each proposal.
+        return {}
 
     def eviction_costs(self, models: Sequence[LoadedModel]) -> dict[ModelKey, float]:
         """:func:`memwarden.core.governor.eviction_cost` of each model, relative to the others
@@ -142,18 +156,23 @@ class StrategyContext:
     def find(self, action: Action) -> list[LoadedModel]:
         """The loaded models an action targets: its instance, or every instance of its model
         on its provider."""
-        if action.provider is None or (action.model is None and action.instance_id is None):
+        if action.provider is None:
             return []
-        found = []
+        if action.instance_id is not None:
+            return list(self._by_key.get((action.provider, action.instance_id), ()))
+        if action.model is None:
+            return []
+        return list(self._by_key.get((action.provider, action.model), ()))
+
+    @functools.cached_property
+    def _by_key(self) -> dict[ModelKey, list[LoadedModel]]:
+        # Each model under its instance id and its name, so that finding is O(1) per action.
+        index: dict[ModelKey, list[LoadedModel]] = {}
         for model in self.loaded_models:
-            if model.provider != action.provider:
-                continue
-            if action.instance_id is not None:
-                if action.instance_id in (model.instance_id, model.name):
-                    found.append(model)
-            elif action.model in (model.name, model.instance_id):
-                found.append(model)
-        return found
+            names = {model.name, model.instance_id or model.name}
+            for name in names:
+                index.setdefault((model.provider, name), []).append(model)
+        return index
 
 
 def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
