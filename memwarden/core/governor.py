@@ -62,20 +62,6 @@ RELEASE_CACHE = ActionKind.RELEASE_CACHE
 COMPRESS_CONTEXT = ActionKind.COMPRESS_CONTEXT
 REFUSE_LOADS = ActionKind.REFUSE_LOADS
 
-__all__ = [
-    "ActionOutcome",
-    "Governor",
-    "LoadPlan",
-    "ModelKey",
-    "RoundReport",
-    "Usage",
-    "action_target",
-    "eviction_cost",
-    "model_key",
-    "order_actions",
-    "unload_action",
-]
-
 # The context ensure() sizes a model for when the caller does not say.
 DEFAULT_CONTEXT_TOKENS = 4096
 # How fast recent use stops protecting a model from eviction (seconds for a factor e).

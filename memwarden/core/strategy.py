@@ -103,9 +103,9 @@ class StrategyContext:
         """The model's ``[models."<name>"]`` policy (by instance id, then name), with the
         priority it was loaded with through ``ensure()``/``load()`` taking precedence."""
         key = model_key(model)
-        policy = self._memo.get(("policy", *key))
+        policy = self._policies.get(key)
         if policy is None:
-            policy = self._memo[("policy", *key)] = self._policy_of(model)
+            policy = self._policies[key] = self._policy_of(model)
         return policy
 
     def usage(self, model: LoadedModel) -> Usage:
@@ -116,16 +116,20 @@ class StrategyContext:
     def requests_in_flight(self, model: LoadedModel) -> int:
         """Requests the model serves now: what its runtime reports plus calls made through
         memwarden. The core refuses to unload or shrink a busy model below EMERGENCY."""
-        key = ("in-flight", *model_key(model))
-        count = self._memo.get(key)
+        key = model_key(model)
+        count = self._in_flight.get(key)
         if count is None:
-            count = self._memo[key] = self._in_flight_of(model)
+            count = self._in_flight[key] = self._in_flight_of(model)
         return count
 
+    # Answers per model for the life of this context: strategies ask for each model's policy
+    # several times per round, and the core once more for each proposal.
     @functools.cached_property
-    def _memo(self) -> dict[tuple[str, str, str], object]:
-        # Answers per model for the life of this context: strategies ask for each model's
-        # policy several times per round, and the core once more for each proposal.
+    def _policies(self) -> dict[ModelKey, ModelPolicy]:
+        return {}
+
+    @functools.cached_property
+    def _in_flight(self) -> dict[ModelKey, int]:
         return {}
 
     def eviction_costs(self, models: Sequence[LoadedModel]) -> dict[ModelKey, float]:
