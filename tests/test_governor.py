@@ -442,7 +442,7 @@ def test_ensure_evicts_only_what_is_needed_cheapest_first():
     plan = governor.ensure(["new"])
     assert plan.fits
     assert len(plan.evictions) == 1
-    assert rig.provider.unloaded == [plan.evictions[0].params["instance"]]
+    assert rig.provider.unloaded == [plan.evictions[0].instance_id]
     assert "a#1" in rig.provider.models
 
 
@@ -457,7 +457,7 @@ def test_ensure_drops_evictions_that_turn_out_unneeded():
     # 65 used, room 25: 15.5 GiB short. The lower-priority "small" is cheaper and taken first,
     # but cannot cover it; "big" then covers it alone, and "small" is dropped again.
     plan = governor.plan_load(["new"], priority=1)
-    assert [a.params["instance"] for a in plan.evictions] == ["big#2"]
+    assert [a.instance_id for a in plan.evictions] == ["big#2"]
 
 
 def test_ensure_refuses_when_even_evicting_everything_evictable_is_not_enough():
@@ -576,7 +576,7 @@ def test_ensure_dry_run_plans_but_unloads_nothing():
     governor = governor_for(rig)
     rig.provider.load("old")
     plan = governor.ensure(["new"], dry_run=True)
-    assert [a.params["instance"] for a in plan.evictions] == ["old#1"]
+    assert [a.instance_id for a in plan.evictions] == ["old#1"]
     assert rig.provider.unloaded == []
 
 

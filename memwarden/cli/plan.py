@@ -10,7 +10,7 @@ import click
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
 from memwarden.core import pressure
-from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, Governor, action_target
+from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, action_target
 from memwarden.core.types import Action, PressureLevel
 
 
@@ -63,7 +63,7 @@ def plan(
 ) -> None:
     """Dry run: the pressure now, and the actions the ladder would take, in order."""
     warden = app.warden
-    governor = Governor.for_warden(warden)
+    governor = warden.governor
     reading = governor.sample()
     needed = pressure.relief_needed(reading, warden.config.pressure)
     actions = governor.propose(reading, needed) if reading.level > PressureLevel.NORMAL else []
@@ -142,7 +142,7 @@ def plan(
 
 def _action_data(action: Action) -> dict[str, Any]:
     return {
-        "kind": action.kind,
+        "kind": str(action.kind),
         "strategy": action.strategy,
         "target": action_target(action),
         "model": action.model,
@@ -151,7 +151,11 @@ def _action_data(action: Action) -> dict[str, Any]:
         "expected_freed_bytes": action.expected_freed_bytes,
         "cost": action.cost,
         "description": action.description,
-        "params": dict(action.params),
+        "instance_id": action.instance_id,
+        "context_tokens": action.context_tokens,
+        "from_context_tokens": action.from_context_tokens,
+        "session_id": action.session_id,
+        "budget_tokens": action.budget_tokens,
     }
 
 

@@ -86,7 +86,7 @@ def watch(
 ) -> None:
     """Run the governor: sample memory, relieve pressure, report. Stops on SIGINT/SIGTERM."""
     warden = app.warden
-    governor = Governor.for_warden(warden)
+    governor = warden.governor
     governor.acting = not dry_run
     events: collections.deque[Event] = collections.deque(maxlen=8)
     tap = _EventTap(None if as_json else events, as_json)

@@ -244,13 +244,14 @@ def frees(model: LoadedModel, snapshot: DeviceSnapshot) -> dict[str, int]:
     on_gpu = model.gpu_bytes if len(gpus) == 1 else 0
     if on_gpu:
         gains[gpus[0]] = on_gpu
-    home = _home_pool(snapshot)
+    home = home_pool(snapshot)
     if home is not None:
         gains[home] = gains.get(home, 0) + model.total_bytes - on_gpu
     return gains
 
 
-def _home_pool(snapshot: DeviceSnapshot) -> str | None:
+def home_pool(snapshot: DeviceSnapshot) -> str | None:
+    """Where a model's memory lands when nothing places it: unified memory, else system RAM."""
     for kind in (PoolKind.UNIFIED, PoolKind.SYSTEM):
         for pool in snapshot.pools:
             if pool.kind is kind:

@@ -158,6 +158,9 @@ class GovernorConfig:
     shrink_factor: float = attrs.field(
         default=0.5, validator=[v.instance_of(float), v.gt(0.0), v.lt(1.0)]
     )
+    # Shrunk contexts are restored once the level has stayed NORMAL this long (twice as long
+    # for a model restored and shrunk again within this time).
+    restore_after_s: float = _seconds(60.0)
 
     def __attrs_post_init__(self) -> None:
         if self.psi_stall_us >= self.psi_window_us:

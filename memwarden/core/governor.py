@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,21 @@ from memwarden.core.errors import (
 )
 from memwarden.core.providers import Provider
 from memwarden.core.sessions import SessionRegistry
+from memwarden.core.strategy import (
+    ModelKey,
+    Refusal,
+    StrategyContext,
+    Usage,
+    action_key,
+    action_problem,
+    action_target,
+    model_key,
+    policy_refusal,
+    unload_action,
+)
 from memwarden.core.types import (
     Action,
+    ActionKind,
     DeviceSnapshot,
     Event,
     LoadedModel,
@@ -43,12 +55,12 @@ from memwarden.core.types import (
 if TYPE_CHECKING:
     from memwarden.core.warden import Warden
 
-# Action kinds the governor knows how to execute.
-UNLOAD = "unload"
-SHRINK_CONTEXT = "shrink-context"
-RELEASE_CACHE = "release-cache"
-COMPRESS_CONTEXT = "compress-context"
-REFUSE_LOADS = "refuse-loads"
+# Action kinds the governor knows how to execute (ActionKind members, by their old names).
+UNLOAD = ActionKind.UNLOAD
+SHRINK_CONTEXT = ActionKind.SHRINK_CONTEXT
+RELEASE_CACHE = ActionKind.RELEASE_CACHE
+COMPRESS_CONTEXT = ActionKind.COMPRESS_CONTEXT
+REFUSE_LOADS = ActionKind.REFUSE_LOADS
 
 # The context ensure() sizes a model for when the caller does not say.
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -68,6 +80,10 @@ class ActionOutcome:
     # Managed bytes before minus after (what the runtimes report), when measured.
     measured_freed_bytes: int | None = None
     level_after: PressureLevel | None = None
+    # The core's policy forbade the action (``error`` says why); nothing was done.
+    refused: bool = False
+    # A shrink-context reload: the model as the runtime reloaded it.
+    reloaded: LoadedModel | None = None
 
 
 @attrs.frozen
@@ -115,28 +131,15 @@ class LoadOutcome:
 
 
 @attrs.define
-class Usage:
-    """What the governor saw of one loaded model's use: requests it noticed and when."""
+class ShrinkRecord:
+    """A model the ladder shrank: the context to restore once pressure has ended."""
 
-    uses: int = 0
-    last_used_at: float | None = None
-    last_idle_since: float | None = None
-    was_busy: bool = False
-    last_seen_at: float = 0.0
-
-
-ModelKey = tuple[str, str]
-
-
-def model_key(model: LoadedModel) -> ModelKey:
-    """Identifies one loaded instance: two instances of one model differ in ``instance_id``."""
-    return (model.provider, model.instance_id or model.name)
-
-
-def action_target(action: Action) -> str | None:
-    """What to hand to ``Provider.unload``: the instance id when there is one, else the name."""
-    instance = action.params.get("instance")
-    return str(instance) if instance else action.model
+    name: str
+    provider: str
+    original_context_tokens: int
+    shrunk_at: float
+    # How long the level must stay NORMAL before the context is restored.
+    hold_s: float
 
 
 def order_actions(actions: Sequence[Action], needed: Mapping[str, int]) -> list[Action]:
@@ -199,17 +202,17 @@ def eviction_cost(
     return round(10.0 + priority + recency + frequency + size + in_flight, 4)
 
 
-_governors: weakref.WeakKeyDictionary[Any, Governor] = weakref.WeakKeyDictionary()
-_governors_lock = threading.Lock()
-
-
 class Governor:
-    """The ladder and load planning for one warden. ``Governor.for_warden(warden)`` gives the
-    one strategies see; create it once per warden."""
+    """The ladder and load planning for one warden; create it once per warden. Strategies do
+    not see it: each proposal round hands them a :class:`StrategyContext`."""
 
     def __init__(self, warden: Warden, *, clock: Callable[[], float] = time.time) -> None:
         self.warden = warden
         self.clock = clock
+        # One governor per warden: the first one made is the one `warden.governor` gives, so a
+        # program that builds its own (with its own clock, say) and the CLI share its state.
+        if getattr(warden, "_governor", None) is None:
+            warden._governor = self
         self.sessions = SessionRegistry()
         self.refusing_reason: str | None = None
         # False: observe and report levels, but take no action (`memwarden watch --dry-run`).
@@ -225,14 +228,12 @@ class Governor:
         self._usage: dict[ModelKey, Usage] = {}
         self._last_round_at: float | None = None
         self._lock = threading.RLock()
-        with _governors_lock:
-            _governors[warden] = self
-
-    @classmethod
-    def for_warden(cls, warden: Warden) -> Governor:
-        with _governors_lock:
-            governor = _governors.get(warden)
-        return governor if governor is not None else cls(warden)
+        # Contexts the ladder shrank, to restore once the level has stayed NORMAL long enough.
+        self._shrunk: dict[ModelKey, ShrinkRecord] = {}
+        self._restored_at: dict[ModelKey, float] = {}
+        self._normal_since: float | None = None
+        # Rejected and refused proposals already reported (one event each until the next round).
+        self._reported: set[tuple[str, str, str, str | None]] = set()
 
     @property
     def config(self) -> GovernorConfig:
@@ -307,6 +308,48 @@ class Governor:
                 return action.description
         return None
 
+    def context(self, reading: PressureReading) -> StrategyContext:
+        """What strategies see for ``reading``: built once per proposal round, and by tests
+        that call ``on_pressure`` directly."""
+        loaded = tuple(self.loaded_models())
+        warden = self.warden
+
+        def estimate(model: ModelRef, context_tokens: int) -> MemoryEstimate:
+            return warden.estimate(model, context_tokens)
+
+        def releasable() -> dict[str, int]:
+            found = {}
+            for name, provider in warden.providers().items():
+                try:
+                    found[name] = int(provider.releasable_cache_bytes())
+                except Exception:  # an unreachable runtime has nothing to release
+                    found[name] = 0
+            return found
+
+        return StrategyContext(
+            reading=reading,
+            now=self.clock(),
+            loaded_models=loaded,
+            sessions=tuple(self.sessions.all()),
+            refusing_loads=self.refusing_reason,
+            config=warden.config,
+            policy_of=self.policy,
+            usage_of=self.usage,
+            costs_of=self.eviction_costs,
+            estimate_of=estimate,
+            releasable_of=releasable,
+            in_flight_of=self._in_flight,
+        )
+
+    def _in_flight(self, model: LoadedModel) -> int:
+        return model.requests_in_flight + self.warden.usage.in_flight(model.name, model.provider)
+
+    def check(self, action: Action, context: StrategyContext) -> Refusal | None:
+        """Whether the core's policy forbids ``action`` now (:func:`policy_refusal`): critical
+        models are never unloaded or shrunk; pinned models and models serving a request only in
+        an EMERGENCY. Applies to every strategy's proposals and to ensure()'s evictions."""
+        return policy_refusal(action, context)
+
     # -- sampling and levels ---------------------------------------------------------------
 
     def sample(self, *, models_max_age_s: float = 0.0) -> PressureReading:
@@ -372,6 +415,8 @@ class Governor:
             for key in gone:
                 del self._usage[key]
                 self._priorities.pop(key, None)
+                self._shrunk.pop(key, None)
+                self._restored_at.pop(key, None)
 
     def observe(self, reading: PressureReading) -> bool:
         """Take a reading as the current state; emit an event when the level changed."""
@@ -380,6 +425,10 @@ class Governor:
             self._previous = pressure.previous_levels(reading)
             self.last_reading = reading
             self.level = reading.level
+            if reading.level != PressureLevel.NORMAL:
+                self._normal_since = None
+            elif self._normal_since is None:
+                self._normal_since = self.clock()
             if reading.level < PressureLevel.CRITICAL and self.refusing_reason is not None:
                 self.refusing_reason = None
                 self.warden.emit(
@@ -417,6 +466,8 @@ class Governor:
         reading = reading if reading is not None else self.sample()
         changed = self.observe(reading)
         if reading.level == PressureLevel.NORMAL:
+            if self._shrunk and self.acting:
+                self.restore_one(reading)
             return None
         now = self.clock()
         interval = self.config.retrigger_interval_s
@@ -430,16 +481,79 @@ class Governor:
         return self.relieve(reading)
 
     def propose(
-        self, reading: PressureReading, needed: Mapping[str, int] | None = None
+        self,
+        reading: PressureReading,
+        needed: Mapping[str, int] | None = None,
+        *,
+        context: StrategyContext | None = None,
     ) -> list[Action]:
-        """Every strategy's proposals for this reading, in the order the ladder takes them."""
+        """Every strategy's proposals for this reading that the core would take, in the order
+        the ladder takes them.
+
+        A proposal that no executor could carry out (:func:`action_problem`) is dropped with an
+        ``action-rejected`` event, and one the core's policy forbids now (:meth:`check`) with an
+        ``action-refused`` event; both name the strategy.
+        """
         if needed is None:
             needed = pressure.relief_needed(reading, self.warden.config.pressure)
+        context = context if context is not None else self.context(reading)
         proposals: list[Action] = []
-        for result in self.warden.hook.on_pressure(reading=reading, warden=self.warden):
-            if result:
-                proposals.extend(a for a in result if isinstance(a, Action))
+        for result in self.warden.hook.on_pressure(reading=reading, context=context):
+            for action in result or ():
+                problem = action_problem(action, context)
+                if problem is not None:
+                    self._report_rejected(action, problem, reading.level)
+                    continue
+                refusal = self.check(action, context)
+                if refusal is not None:
+                    self._report_refused(action, refusal, reading.level)
+                    continue
+                proposals.append(action)
         return order_actions(proposals, needed)
+
+    def _report_rejected(self, action: object, problem: str, level: PressureLevel) -> None:
+        strategy = getattr(action, "strategy", None) or "a strategy"
+        kind = str(getattr(action, "kind", type(action).__name__))
+        key = ("rejected", strategy, kind, getattr(action, "description", None))
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.warden.emit(
+            Event(
+                kind="action-rejected",
+                message=f"{strategy}: proposal rejected: {problem}",
+                level=level,
+                data={
+                    "strategy": strategy,
+                    "action": kind,
+                    "model": getattr(action, "model", None),
+                    "provider": getattr(action, "provider", None),
+                    "problem": problem,
+                },
+            )
+        )
+
+    def _report_refused(self, action: Action, refusal: Refusal, level: PressureLevel) -> None:
+        key = ("refused", action.strategy, str(action.kind), f"{refusal.model}:{refusal.rule}")
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.warden.emit(
+            Event(
+                kind="action-refused",
+                message=f"{action.strategy}: refused to {action.kind} {refusal.model}: "
+                f"{refusal.reason}",
+                level=level,
+                data={
+                    "strategy": action.strategy,
+                    "action": str(action.kind),
+                    "model": refusal.model,
+                    "provider": action.provider,
+                    "rule": refusal.rule,
+                    "reason": refusal.reason,
+                },
+            )
+        )
 
     def relieve(self, reading: PressureReading) -> RoundReport:
         """One ladder round: take the first proposal, measure, re-propose, until the level that
@@ -457,19 +571,32 @@ class Governor:
                 needed_bytes=needed_at_start,
             )
         attempted: set[tuple[str, str, str | None, str | None]] = set()
+        # Models an action of this round targeted: none is shrunk and then evicted (or the
+        # other way round) in the same round.
+        touched: set[ModelKey] = set()
+        self._reported.clear()
         outcomes: list[ActionOutcome] = []
         expected_total = 0
         current = reading
         relieved = exhausted = False
         while len(outcomes) < self.config.max_actions_per_round:
             needed = pressure.relief_needed(current, config_pressure)
-            proposals = [a for a in self.propose(current, needed) if _identity(a) not in attempted]
+            proposals = [
+                a
+                for a in self.propose(current, needed)
+                if _identity(a) not in attempted and action_key(a) not in touched
+            ]
             if not proposals:
                 exhausted = True
                 break
             action = proposals[0]
             attempted.add(_identity(action))
+            target = action_key(action)
+            if target is not None and action.kind in (UNLOAD, SHRINK_CONTEXT):
+                touched.add(target)
             outcome, current = self._take(action, current)
+            if outcome.reloaded is not None:
+                touched.add(model_key(outcome.reloaded))
             outcomes.append(outcome)
             if outcome.ok:
                 expected_total += action.expected_freed_bytes
@@ -505,9 +632,16 @@ class Governor:
     def _take(
         self, action: Action, before: PressureReading
     ) -> tuple[ActionOutcome, PressureReading]:
+        refusal = self.check(action, self.context(before))
+        if refusal is not None:
+            self._report_refused(action, refusal, before.level)
+            return ActionOutcome(
+                action=action, ok=False, error=refusal.reason, refused=True
+            ), before
         error: str | None = None
+        reloaded: LoadedModel | None = None
         try:
-            self.execute(action)
+            reloaded = self.execute(action)
         except MemwardenError as exc:
             error = exc.message
         except Exception as exc:
@@ -522,11 +656,13 @@ class Governor:
             error=error,
             measured_freed_bytes=freed,
             level_after=after.level,
+            reloaded=reloaded,
         )
         data = {
-            "action": action.kind,
+            "action": str(action.kind),
             "strategy": action.strategy,
             "model": action.model,
+            "instance": action.instance_id,
             "provider": action.provider,
             "pool_id": action.pool_id,
             "cost": action.cost,
@@ -554,27 +690,30 @@ class Governor:
             )
         return outcome, after
 
-    def execute(self, action: Action) -> None:
-        """Carry out one action through its provider (or the governor's own state)."""
+    def execute(self, action: Action) -> LoadedModel | None:
+        """Carry out one action through its provider (or the governor's own state), without
+        the policy check (:meth:`check`; the ladder and ensure() check first). Returns the
+        reloaded model for shrink-context."""
         if action.kind == REFUSE_LOADS:
             self.refusing_reason = action.description
-            return
+            return None
         if action.kind == COMPRESS_CONTEXT:
             self._compress(action)
-            return
+            return None
         provider = self._provider_of(action)
         if action.kind == UNLOAD:
             provider.unload(action_target(action) or "")
         elif action.kind == SHRINK_CONTEXT:
-            self._shrink(provider, action)
+            return self._shrink(provider, action)
         elif action.kind == RELEASE_CACHE:
             provider.release_caches()
         else:
             raise ProviderError(
                 f"action {action.kind!r} proposed by {action.strategy!r} has no executor",
-                hint="strategies may propose only: unload, shrink-context, release-cache, "
-                "compress-context, refuse-loads",
+                hint="strategies may propose only the ActionKind kinds: "
+                + ", ".join(k.value for k in ActionKind),
             )
+        return None
 
     def _provider_of(self, action: Action) -> Provider:
         providers = self.warden.providers()
@@ -586,8 +725,9 @@ class Governor:
             )
         return providers[action.provider]
 
-    def _shrink(self, provider: Provider, action: Action) -> None:
-        context_tokens = int(action.params["context_tokens"])
+    def _shrink(self, provider: Provider, action: Action) -> LoadedModel:
+        if action.context_tokens is None:
+            raise ProviderError(f"{action.strategy}: shrink-context names no context_tokens")
         old = next(
             (
                 m
@@ -596,19 +736,40 @@ class Governor:
             ),
             None,
         )
-        provider.unload(action_target(action) or "")
-        reloaded = provider.load(action.model or "", context_tokens=context_tokens)
+        reloaded = self._reload(
+            provider, action_target(action) or "", action.model or "", action.context_tokens, old
+        )
+        original = action.from_context_tokens or (old.context_tokens if old else None)
+        if original is not None and original > action.context_tokens:
+            self._note_shrunk(old, reloaded, original)
+        return reloaded
+
+    def _reload(
+        self,
+        provider: Provider,
+        target: str,
+        name: str,
+        context_tokens: int,
+        old: LoadedModel | None,
+    ) -> LoadedModel:
+        provider.unload(target)
+        reloaded = provider.load(name, context_tokens=context_tokens)
         if old is not None:
             priority = self._priorities.get(model_key(old))
             if priority is not None:
                 self._priorities[model_key(reloaded)] = priority
+        return reloaded
 
     def _compress(self, action: Action) -> None:
-        session_id = str(action.params["session"])
+        session_id = action.session_id
+        budget = action.budget_tokens
+        if session_id is None or budget is None:
+            raise ProviderError(
+                f"{action.strategy}: compress-context needs session_id and budget_tokens"
+            )
         session = self.sessions.get(session_id)
         if session is None:
             raise ProviderError(f"session {session_id!r} is no longer registered")
-        budget = int(action.params["budget_tokens"])
         window = self.warden.hook.compress_context(window=session.window, budget_tokens=budget)
         if window is None:
             raise ProviderError(
@@ -616,6 +777,140 @@ class Governor:
                 hint="enable a context-compression plugin, or disable compress-context",
             )
         self.sessions.replace_window(session_id, window)
+
+    # -- restoring shrunk contexts -------------------------------------------------------
+
+    def _note_shrunk(self, old: LoadedModel | None, reloaded: LoadedModel, original: int) -> None:
+        now = self.clock()
+        hold = self.config.restore_after_s
+        previous = self._shrunk.pop(model_key(old), None) if old is not None else None
+        restored_at = self._restored_at.pop(model_key(old), None) if old is not None else None
+        if restored_at is not None and now - restored_at < hold:
+            # Restored, then shrunk again within the hold time: wait twice as long next time.
+            hold = 2 * hold
+        if previous is not None:
+            original = max(original, previous.original_context_tokens)
+            hold = max(hold, previous.hold_s)
+        self._shrunk[model_key(reloaded)] = ShrinkRecord(
+            name=reloaded.name,
+            provider=reloaded.provider,
+            original_context_tokens=original,
+            shrunk_at=now,
+            hold_s=hold,
+        )
+
+    def shrunk_contexts(self) -> dict[ModelKey, int]:
+        """The models the ladder shrank and not yet restored, with the context each had."""
+        return {k: r.original_context_tokens for k, r in self._shrunk.items()}
+
+    def restore_one(self, reading: PressureReading) -> LoadedModel | None:
+        """Reload one shrunk model with the context it had, once the level has stayed NORMAL
+        for ``[governor] restore_after_s`` (twice that for a model that was restored and had to
+        be shrunk again within that time), it serves no request, and the bigger context fits
+        with the safety margin without raising the level. Highest priority first; one model
+        per call. Emits ``context-restored`` (or ``context-restore-failed``)."""
+        if self._normal_since is None or reading.level != PressureLevel.NORMAL:
+            return None
+        now = self.clock()
+        normal_for = now - self._normal_since
+        loaded = {model_key(m): m for m in self.loaded_models()}
+        due = [
+            (key, record)
+            for key, record in self._shrunk.items()
+            if key in loaded and normal_for >= record.hold_s
+        ]
+        due.sort(key=lambda kr: (-self.policy(loaded[kr[0]]).priority, kr[1].shrunk_at))
+        providers = self.warden.providers()
+        for key, record in due:
+            model = loaded[key]
+            original = record.original_context_tokens
+            if model.context_tokens is None or model.context_tokens >= original:
+                del self._shrunk[key]
+                continue
+            provider = providers.get(model.provider)
+            if provider is None or self._in_flight(model) > 0:
+                continue
+            ref = ModelRef(name=model.name, provider=model.provider)
+            try:
+                bigger = self.warden.estimate(ref, original)
+                smaller = self.warden.estimate(ref, model.context_tokens)
+            except MemwardenError:
+                continue
+            if not self._restore_fits(reading, bigger, smaller):
+                continue
+            del self._shrunk[key]
+            label = model.instance_id or model.name
+            data: dict[str, str | int | float | bool | None] = {
+                "model": model.name,
+                "instance": model.instance_id,
+                "provider": model.provider,
+                "from_context_tokens": model.context_tokens,
+                "context_tokens": original,
+                "normal_for_s": round(normal_for, 3),
+            }
+            try:
+                reloaded = self._reload(
+                    provider, model.instance_id or model.name, model.name, original, model
+                )
+            except Exception as exc:
+                error = exc.message if isinstance(exc, MemwardenError) else f"{exc}"
+                self.warden.emit(
+                    Event(
+                        kind="context-restore-failed",
+                        message=f"could not restore {label} to {original} tokens: {error}",
+                        level=reading.level,
+                        data={**data, "error": error},
+                    )
+                )
+                self._loaded_at = float("-inf")
+                return None
+            self._restored_at[model_key(reloaded)] = now
+            if self._loaded is not None:
+                self._loaded = [reloaded if model_key(m) == key else m for m in self._loaded]
+            self._loaded_at = float("-inf")
+            self.warden.emit(
+                Event(
+                    kind="context-restored",
+                    message=f"restored {label} to {original} tokens of context (from "
+                    f"{model.context_tokens}) after {normal_for:.0f} s at NORMAL",
+                    level=reading.level,
+                    data={**data, "instance": reloaded.instance_id},
+                )
+            )
+            return reloaded
+        return None
+
+    def _restore_fits(
+        self, reading: PressureReading, bigger: MemoryEstimate, smaller: MemoryEstimate
+    ) -> bool:
+        # What the bigger context adds, per pool: it must fit above the safety margin and keep
+        # the pool (and the managed cap) below the level at which the ladder would act again.
+        snapshot = reading.snapshot
+        extra: dict[str, int] = {}
+        if bigger.per_pool:
+            for share in bigger.per_pool:
+                extra[share.pool_id] = extra.get(share.pool_id, 0) + share.bytes
+            for share in smaller.per_pool:
+                extra[share.pool_id] = extra.get(share.pool_id, 0) - share.bytes
+        else:
+            home = admission.home_pool(snapshot)
+            if home is not None:
+                extra[home] = bigger.total_bytes - smaller.total_bytes
+        config = self.warden.config
+        margin = config.budget.safety_margin_percent / 100.0
+        calm = (config.pressure.warning_percent - config.pressure.hysteresis_percent) / 100.0
+        for pool_id, more in extra.items():
+            pool = snapshot.pool(pool_id)
+            if pool is None or pool.total_bytes <= 0:
+                return False
+            left = pool.available_bytes - more
+            if left < int(pool.total_bytes * margin):
+                return False
+            if 1.0 - left / pool.total_bytes >= calm:
+                return False
+        cap = config.pressure.max_managed_memory
+        added = bigger.total_bytes - smaller.total_bytes
+        return cap is None or reading.managed_bytes + added < int(cap) * calm
 
     # -- making room before a load ---------------------------------------------------------
 
@@ -706,6 +1001,9 @@ class Governor:
         assert current is not None  # plan_load sampled
         for action in plan.evictions:
             outcome, current = self._take(action, current)
+            if outcome.refused:
+                # The model became protected (pinned, busy) between the plan and the eviction.
+                self._refuse(refs, f"evicting {action.model!r} was refused: {outcome.error}")
             if not outcome.ok:
                 raise ProviderError(
                     f"could not make room for {_names(refs)}: unloading {action.model!r} "
@@ -804,21 +1102,6 @@ MAX_LOADED = admission.MAX_LOADED
 
 def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
     return (action.kind, action.strategy, action.provider, action_target(action))
-
-
-def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
-    """An ``unload`` action for a loaded model, as strategies and ensure() propose it."""
-    label = model.instance_id or model.name
-    return Action(
-        kind=UNLOAD,
-        strategy=strategy,
-        description=f"unload {label} ({model.provider}, {_gib(model.total_bytes)}) to {why}",
-        expected_freed_bytes=model.total_bytes,
-        cost=cost,
-        model=model.name,
-        provider=model.provider,
-        params={"instance": model.instance_id} if model.instance_id else {},
-    )
 
 
 def _names(refs: Sequence[ModelRef]) -> str:

@@ -81,6 +81,7 @@ class Warden:
         # Provider name -> (monotonic time before which it is not asked again, why it is down).
         self._down_until: dict[str, tuple[float, str]] = {}
         self.usage = UsageTracker(on_record=self._on_usage)
+        self._governor: Governor | None = None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Warden:
@@ -355,9 +356,11 @@ class Warden:
     @property
     def governor(self) -> Governor:
         """The governor of this warden (one per warden), which admits every load."""
-        from memwarden.core.governor import Governor
+        if self._governor is None:
+            from memwarden.core.governor import Governor
 
-        return Governor.for_warden(self)
+            self._governor = Governor(self)
+        return self._governor
 
     def generate(
         self,
