@@ -20,7 +20,7 @@ import httpx
 import lmstudio
 import msgspec
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, seconds
 from memwarden.core.errors import (
     MemwardenError,
     ModelNotFound,
@@ -45,9 +45,25 @@ class LMStudioOptions:
     """``[plugins.lmstudio]``."""
 
     # host:port of LM Studio's API server, without a scheme.
-    host: str = DEFAULT_HOST
-    timeout_s: float = 5.0
-    load_timeout_s: float = 600.0
+    host: str = attrs.field(default=DEFAULT_HOST)
+    # The core gives every status and listing call a total deadline of its own (2 s) on top.
+    timeout_s: float = seconds(5.0, minimum=0.01, maximum=3600.0)
+    load_timeout_s: float = seconds(600.0, minimum=0.01, maximum=86_400.0)
+
+    @host.validator
+    def _host_has_a_port(self, attribute: attrs.Attribute[str], host: object) -> None:
+        if not isinstance(host, str):
+            raise TypeError(f"'{attribute.name}' must be a string such as 127.0.0.1:1234: {host!r}")
+        bare = host.removeprefix("http://").removeprefix("ws://").rstrip("/")
+        _, _, port = bare.rpartition(":")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"'{attribute.name}' must be host:port with a port from 1 to 65535 "
+                f"(127.0.0.1:1234): {host[:200]!r}"
+            )
+
+
+OPTIONS = LMStudioOptions
 
 
 class LMStudioProvider(Provider):

@@ -21,7 +21,7 @@ import httpx
 import ollama
 import pydantic
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
 from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
@@ -39,13 +39,36 @@ class OllamaOptions:
     """``[plugins.ollama]``."""
 
     # Default: $OLLAMA_HOST, then http://127.0.0.1:11434.
-    host: str | None = None
-    # For listing, showing and unloading; a load reads weights and gets load_timeout_s.
-    timeout_s: float = 5.0
-    load_timeout_s: float = 600.0
+    host: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            lambda _, attribute, value: _check_host(attribute.name, value)
+        ),
+    )
+    # For listing, showing and unloading; a load reads weights and gets load_timeout_s. The
+    # core gives every status and listing call a total deadline of its own (2 s) on top.
+    timeout_s: float = seconds(5.0, minimum=0.01, maximum=3600.0)
+    load_timeout_s: float = seconds(600.0, minimum=0.01, maximum=86_400.0)
     # Extra attempts for idempotent reads whose connection failed.
-    retries: int = 2
-    retry_backoff_s: float = 0.1
+    retries: int = count(2, maximum=10)
+    retry_backoff_s: float = seconds(0.1, maximum=60.0)
+
+
+OPTIONS = OllamaOptions
+
+
+def _check_host(key: str, host: str) -> None:
+    if not isinstance(host, str):
+        raise TypeError(f"'{key}' must be a string such as http://127.0.0.1:11434: {host!r}")
+    try:
+        port = urlsplit(host if "://" in host else f"http://{host}").port
+    except ValueError:
+        port = -1
+    if port == -1 or port == 0:
+        raise ValueError(
+            f"'{key}' must be a URL with a port from 1 to 65535 (http://127.0.0.1:11434): "
+            f"{host[:200]!r}"
+        )
 
 
 def normalise_host(host: str) -> str:
