@@ -141,6 +141,8 @@ class LMStudioProvider(Provider):
 
     def _map_error(self, action: str, model: str | None, exc: BaseException) -> MemwardenError:
         where = f"lmstudio ({self.host})"
+        # The server's text is untrusted: never echo megabytes of it.
+        text = str(exc) if len(str(exc)) <= 300 else f"{str(exc)[:300]}..."
         if isinstance(exc, MemwardenError):
             return exc
         if isinstance(exc, lmstudio.LMStudioModelNotFoundError):
@@ -150,14 +152,14 @@ class LMStudioProvider(Provider):
             )
         if isinstance(exc, lmstudio.LMStudioServerError):
             return ProviderError(
-                f"{where}: {action} failed: {exc}",
+                f"{where}: {action} failed: {text}",
                 hint="the message above is LM Studio's own; `memwarden status` shows free memory",
             )
         if isinstance(
             exc, msgspec.ValidationError | ValueError | KeyError | TypeError | AttributeError
         ) or (isinstance(exc, lmstudio.LMStudioClientError) and "unexpected" in str(exc)):
             return ProviderError(
-                f"{where}: answered {action} with malformed data ({type(exc).__name__}: {exc})",
+                f"{where}: answered {action} with malformed data ({type(exc).__name__}: {text})",
                 hint="check that LM Studio, and not another program, listens on that port",
             )
         if isinstance(
@@ -168,16 +170,32 @@ class LMStudioProvider(Provider):
             | httpx.HTTPError
             | OSError,
         ):
-            return ProviderUnavailable(f"{where}: not reachable ({exc})", hint=_START_HINT)
-        return ProviderError(f"{where}: {action} failed: {type(exc).__name__}: {exc}")
+            return ProviderUnavailable(f"{where}: not reachable ({text})", hint=_START_HINT)
+        return ProviderError(f"{where}: {action} failed: {type(exc).__name__}: {text}")
 
     # -- the contract ----------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Close the SDK client, so that a call still waiting on a hung server ends."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def status(self) -> ProviderStatus:
+        """Reachable only when LM Studio answers *and* lists its loaded and downloaded models:
+        one that connects but fails to list is failing, not reachable with no models."""
         try:
             self._call("greeting", lambda client: None)
         except MemwardenError as exc:
             return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
+        for listing in (self.loaded_models, self.available_models):
+            try:
+                listing()
+            except MemwardenError as exc:
+                return ProviderStatus(
+                    name=self.name, reachable=False, reason=f"connects but fails: {exc.message}"
+                )
         return ProviderStatus(name=self.name, reachable=True)
 
     def available_models(self) -> list[AvailableModel]:
