@@ -54,7 +54,10 @@ class LlamaCppOptions:
     # Unload a model idle this long (None: keep it until unloaded).
     keep_alive_s: float | None = seconds(None, optional=True)
     threads: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(count(1, minimum=1).validator)
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), attrs.validators.ge(1)]
+        ),
     )
     load_timeout_s: float = seconds(300.0, minimum=0.01, maximum=86_400.0)
     generate_timeout_s: float = seconds(300.0, minimum=0.01, maximum=86_400.0)
