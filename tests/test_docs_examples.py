@@ -163,3 +163,21 @@ def test_config_examples_in_the_docs_are_valid(text):
     import tomllib
 
     parse_config_data(tomllib.loads(text), None)
+
+
+GOVERNOR_DOC = DOC.parent / "governor.md"
+
+
+def program_examples():
+    blocks = re.findall(r"```python\n(.*?)```", GOVERNOR_DOC.read_text(), flags=re.S)
+    return [pytest.param(block, id=f"governor.md#{i}") for i, block in enumerate(blocks)]
+
+
+def test_governor_doc_has_program_examples():
+    assert len(program_examples()) == 2
+
+
+@pytest.mark.parametrize("code", program_examples())
+def test_governor_program_examples_run_as_written(code):
+    # Each block is a whole program: its own imports, its own asserts.
+    exec(compile(code, str(GOVERNOR_DOC), "exec"), {"__name__": "docs_example"})

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from memwarden.core import pressure
+from memwarden.core import admission, pressure
+from memwarden.core.admission import PoolFit
 from memwarden.core.config import GovernorConfig, ModelPolicy
 from memwarden.core.errors import (
     InsufficientMemory,
@@ -35,7 +36,6 @@ from memwarden.core.types import (
     LoadedModel,
     MemoryEstimate,
     ModelRef,
-    PoolKind,
     PressureLevel,
     PressureReading,
 )
@@ -84,7 +84,8 @@ class RoundReport:
 
 @attrs.frozen
 class LoadPlan:
-    """What ensure() found: whether the models fit, and the evictions that make them fit."""
+    """What admission found for a load (``plan_load``, ``ensure()``, ``memwarden fit``): whether
+    the models fit, and the evictions that make them fit."""
 
     models: tuple[ModelRef, ...]
     priority: int
@@ -96,6 +97,21 @@ class LoadPlan:
     fits: bool
     reason: str | None = None
     evictable_bytes: int = 0
+    # Where the models' bytes go, each pool's budget (admission's placement).
+    placement: tuple[PoolFit, ...] = ()
+    # The loaded models the evictions unload, and why the others may not be evicted.
+    evicted: tuple[LoadedModel, ...] = ()
+    not_evictable: tuple[str, ...] = ()
+    # Why loads are refused now, when they are (a load must then evict what it takes).
+    refusing: str | None = None
+
+
+@attrs.frozen
+class LoadOutcome:
+    """What ``Governor.admit_and_load`` did: the plan it carried out, and the loaded model."""
+
+    loaded: LoadedModel
+    plan: LoadPlan
 
 
 @attrs.define
@@ -606,155 +622,73 @@ class Governor:
     def plan_load(
         self,
         models: Sequence[ModelRef | str],
-        priority: int = 0,
+        priority: int | None = None,
         *,
         context_tokens: int = DEFAULT_CONTEXT_TOKENS,
         options: Mapping[str, Any] | None = None,
         reading: PressureReading | None = None,
+        pool_id: str | None = None,
     ) -> LoadPlan:
-        """Which loaded models to evict so ``models`` fit, without evicting anything.
+        """Whether ``models`` may load and which loaded models to evict first, evicting nothing.
 
-        Each pool must keep ``[budget] safety_margin_percent`` of its total free after the load;
-        the managed models must stay within ``max_managed_memory``; at most
-        ``max_loaded_models`` may be loaded. Only models with a priority no higher than
-        ``priority``, not pinned or critical, and with no request in flight may be evicted,
-        cheapest :func:`eviction_cost` first; evictions that turn out unneeded are dropped.
+        This is :func:`memwarden.core.admission.admit` on the current reading, the loaded models,
+        their policies and eviction costs: the one rule ``memwarden fit``, ``ensure()``,
+        ``load()`` and ``generate`` share. ``priority`` defaults to the configured one
+        (``[models."<name>"] priority``, else 0). While loads are refused (CRITICAL), only
+        lower-priority models are evicted, and they must free what the load takes. ``pool_id``
+        forces whole models into one pool (``memwarden fit --pool``).
         """
         refs = tuple(m if isinstance(m, ModelRef) else ModelRef(name=m) for m in models)
+        if priority is None:
+            priority = admission.configured_priority(self.warden.config, [r.name for r in refs])
         if reading is None:
             reading = self.sample()
             self.observe(reading)
         loaded = self.loaded_models()
-        snapshot = reading.snapshot
         estimates = tuple(
             self.warden.estimate(ref, context_tokens, **dict(options or {})) for ref in refs
         )
-        home = _home_pool(snapshot)
-        gpu = _single_gpu_pool(snapshot)
+        refused = self.refusing(reading)
 
-        demand: dict[str, int] = {}
-        for estimate in estimates:
-            if estimate.per_pool:
-                for share in estimate.per_pool:
-                    demand[share.pool_id] = demand.get(share.pool_id, 0) + share.bytes
-            elif home is not None:
-                demand[home] = demand.get(home, 0) + estimate.total_bytes
-        margin = self.warden.config.budget.safety_margin_percent / 100.0
-        needed: dict[str, int] = {}
-        for pool_id, bytes_wanted in demand.items():
-            pool = snapshot.pool(pool_id)
-            room = pool.available_bytes - int(pool.total_bytes * margin) if pool else 0
-            if bytes_wanted > room:
-                needed[pool_id] = bytes_wanted - room
-        cap = self.warden.config.pressure.max_managed_memory
-        if cap is not None:
-            over = reading.managed_bytes + sum(e.total_bytes for e in estimates) - int(cap)
-            if over > 0:
-                needed[pressure.MANAGED_CAP] = over
-        slots = self.config.max_loaded_models
-        if slots is not None and len(loaded) + len(refs) > slots:
-            needed[MAX_LOADED] = len(loaded) + len(refs) - slots
+        def costs(candidates: Sequence[LoadedModel]) -> list[float]:
+            found = self.eviction_costs(candidates)
+            return [found[model_key(m)] for m in candidates]
 
-        if any(pool_id not in {p.id for p in snapshot.pools} for pool_id in demand):
-            missing = sorted(p for p in demand if snapshot.pool(p) is None)
-            return LoadPlan(
-                models=refs,
-                priority=priority,
-                estimates=estimates,
-                needed=needed,
-                evictions=(),
-                fits=False,
-                reason=f"the estimate places memory in pool(s) {', '.join(missing)}, "
-                "which no device plugin reports",
-            )
-
-        evictable, kept_reasons = self._evictable(loaded, priority)
-        costs = self.eviction_costs(evictable)
-        evictable.sort(key=lambda m: costs[model_key(m)])
-
-        def frees(model: LoadedModel) -> dict[str, int]:
-            gains: dict[str, int] = {pressure.MANAGED_CAP: model.total_bytes, MAX_LOADED: 1}
-            on_gpu = model.gpu_bytes if gpu is not None else 0
-            if gpu is not None and on_gpu:
-                gains[gpu] = on_gpu
-            if home is not None:
-                gains[home] = gains.get(home, 0) + model.total_bytes - on_gpu
-            return gains
-
-        remaining = dict(needed)
-        chosen: list[tuple[LoadedModel, dict[str, int]]] = []
-        for model in evictable:
-            if all(v <= 0 for v in remaining.values()):
-                break
-            gains = frees(model)
-            if any(remaining.get(k, 0) > 0 for k in gains):
-                chosen.append((model, gains))
-                for k, gain in gains.items():
-                    if k in remaining:
-                        remaining[k] -= gain
-        fits = all(v <= 0 for v in remaining.values())
-        if fits:
-            # Greedy picks in cost order can over-evict: drop, costliest first, any eviction
-            # the others already make unnecessary.
-            for model, gains in reversed(list(chosen)):
-                if all(remaining.get(k, 0) + gains.get(k, 0) <= 0 for k in remaining):
-                    chosen.remove((model, gains))
-                    for k in remaining:
-                        remaining[k] += gains.get(k, 0)
-        evictions = tuple(
-            unload_action(m, "ensure", costs[model_key(m)], f"make room for {_names(refs)}")
-            for m, _ in chosen
+        answer = admission.admit(
+            estimates,
+            reading.snapshot,
+            loaded,
+            policy_of=self.policy,
+            costs=costs,
+            config=self.warden.config,
+            priority=priority,
+            pool_id=pool_id,
+            refusing=None if refused is None else f"memory pressure is {reading.level}: {refused}",
+            names=_names(refs),
         )
-        evictable_bytes = sum(m.total_bytes for m in evictable)
-        reason = None
-        if not fits:
-            short = ", ".join(
-                f"{_need_name(k)} {_need_amount(k, v)}" for k, v in remaining.items() if v > 0
-            )
-            asked = ", ".join(f"{_need_name(k)} {_need_amount(k, v)}" for k, v in needed.items())
-            reason = (
-                f"{_names(refs)} need(s) {_gib(sum(e.total_bytes for e in estimates))} "
-                f"at {context_tokens} tokens of context; short by {asked}. Evicting every "
-                f"model that may be evicted ({len(evictable)} models, "
-                f"{_gib(evictable_bytes)}) still leaves {short} missing"
-            )
-            if kept_reasons:
-                reason += f"; not evictable: {'; '.join(kept_reasons[:10])}"
-                if len(kept_reasons) > 10:
-                    reason += f" and {len(kept_reasons) - 10} more"
+        evictions = tuple(
+            unload_action(e.model, "ensure", e.cost, f"make room for {_names(refs)}")
+            for e in answer.evictions
+        )
         return LoadPlan(
             models=refs,
             priority=priority,
             estimates=estimates,
-            needed=needed,
+            needed=answer.need.short,
             evictions=evictions,
-            fits=fits,
-            reason=reason,
-            evictable_bytes=evictable_bytes,
+            fits=answer.fits,
+            reason=answer.reason,
+            evictable_bytes=answer.evictable_bytes,
+            placement=answer.need.placement,
+            evicted=tuple(e.model for e in answer.evictions),
+            not_evictable=answer.not_evictable,
+            refusing=answer.need.refusing,
         )
-
-    def _evictable(
-        self, loaded: Sequence[LoadedModel], priority: int
-    ) -> tuple[list[LoadedModel], list[str]]:
-        evictable: list[LoadedModel] = []
-        kept: list[str] = []
-        for model in loaded:
-            policy = self.policy(model)
-            label = model.instance_id or model.name
-            if policy.critical or policy.pinned:
-                kept.append(f"{label} is {'critical' if policy.critical else 'pinned'}")
-            elif model.requests_in_flight > 0:
-                kept.append(f"{label} has {model.requests_in_flight} request(s) in flight")
-            elif policy.priority > priority:
-                kept.append(f"{label} has priority {policy.priority} > {priority}")
-            else:
-                evictable.append(model)
-        return evictable, kept
 
     def ensure(
         self,
         models: Sequence[ModelRef | str],
-        priority: int = 0,
+        priority: int | None = None,
         *,
         context_tokens: int = DEFAULT_CONTEXT_TOKENS,
         options: Mapping[str, Any] | None = None,
@@ -763,19 +697,13 @@ class Governor:
         """Make room for ``models``: evict what :meth:`plan_load` chose, or raise
         :class:`InsufficientMemory` naming what is needed and what could be freed."""
         refs = tuple(m if isinstance(m, ModelRef) else ModelRef(name=m) for m in models)
-        reading = self.sample()
-        self.observe(reading)
-        refused = self.refusing(reading)
-        if refused is not None:
-            self._refuse(refs, f"memory pressure is {reading.level}: {refused}")
-        plan = self.plan_load(
-            refs, priority, context_tokens=context_tokens, options=options, reading=reading
-        )
+        plan = self.plan_load(refs, priority, context_tokens=context_tokens, options=options)
         if not plan.fits:
             self._refuse(refs, plan.reason or "it does not fit")
         if dry_run:
             return plan
-        current = reading
+        current = self.last_reading
+        assert current is not None  # plan_load sampled
         for action in plan.evictions:
             outcome, current = self._take(action, current)
             if not outcome.ok:
@@ -805,31 +733,54 @@ class Governor:
     def load(
         self,
         model: ModelRef | str,
-        priority: int = 0,
+        priority: int | None = None,
         *,
         context_tokens: int | None = None,
         keep_alive_s: float | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
-        """``ensure()`` then load through the model's provider, remembering its priority."""
+        """``ensure()`` then load through the model's provider, remembering its priority
+        (the configured one when none is given)."""
+        return self.admit_and_load(
+            model,
+            priority,
+            context_tokens=context_tokens,
+            keep_alive_s=keep_alive_s,
+            options=options,
+        ).loaded
+
+    def admit_and_load(
+        self,
+        model: ModelRef | str,
+        priority: int | None = None,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> LoadOutcome:
+        """:meth:`load`, also returning the plan it carried out (what was evicted), for callers
+        that report it (``memwarden load``)."""
         ref = model if isinstance(model, ModelRef) else ModelRef(name=model)
         provider = self._provider_for(ref)
         if ref.provider is None:
             ref = attrs.evolve(ref, provider=provider.name)
-        self.ensure(
+        plan = self.ensure(
             [ref],
             priority,
             context_tokens=context_tokens or DEFAULT_CONTEXT_TOKENS,
             options=options,
         )
+        priority = plan.priority
         loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
         self._priorities[model_key(loaded)] = priority
         if self._loaded is not None:
             self._loaded.append(loaded)
+        evicted = [m.instance_id or m.name for m in plan.evicted]
         self.warden.emit(
             Event(
                 kind="model-loaded",
-                message=f"loaded {loaded.name} ({loaded.provider}) with priority {priority}",
+                message=f"loaded {loaded.name} ({loaded.provider}) with priority {priority}"
+                + (f", after evicting {', '.join(evicted)}" if evicted else ""),
                 level=self.level,
                 data={
                     "model": loaded.name,
@@ -837,17 +788,18 @@ class Governor:
                     "instance": loaded.instance_id,
                     "total_bytes": loaded.total_bytes,
                     "priority": priority,
+                    "evicted": evicted,
                 },
             )
         )
-        return loaded
+        return LoadOutcome(loaded=loaded, plan=plan)
 
     def _provider_for(self, ref: ModelRef) -> Provider:
         return self.warden.resolve(ref.path or ref.name, ref.provider)
 
 
 # The key of LoadPlan.needed for the limit on concurrently loaded models.
-MAX_LOADED = "max_loaded_models"
+MAX_LOADED = admission.MAX_LOADED
 
 
 def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
@@ -869,37 +821,9 @@ def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> A
     )
 
 
-def _home_pool(snapshot: DeviceSnapshot) -> str | None:
-    """Where a model's memory lands when its estimate names no pool: system or unified RAM."""
-    for kind in (PoolKind.UNIFIED, PoolKind.SYSTEM):
-        for pool in snapshot.pools:
-            if pool.kind == kind:
-                return pool.id
-    return snapshot.pools[0].id if snapshot.pools else None
-
-
-def _single_gpu_pool(snapshot: DeviceSnapshot) -> str | None:
-    # LoadedModel.gpu_bytes does not say which GPU; with one it is unambiguous, with several
-    # the plan counts no GPU relief rather than guess.
-    gpus = [p.id for p in snapshot.pools if p.kind == PoolKind.GPU]
-    return gpus[0] if len(gpus) == 1 else None
-
-
 def _names(refs: Sequence[ModelRef]) -> str:
     return ", ".join(repr(r.name) for r in refs)
 
 
 def _gib(value: int) -> str:
     return f"{value / 2**30:.2f} GiB"
-
-
-def _need_name(key: str) -> str:
-    if key == pressure.MANAGED_CAP:
-        return "max_managed_memory"
-    if key == MAX_LOADED:
-        return "max_loaded_models"
-    return f"pool {key}"
-
-
-def _need_amount(key: str, value: int) -> str:
-    return f"{value} model slot(s)" if key == MAX_LOADED else _gib(value)

@@ -6,7 +6,8 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -42,6 +43,10 @@ from memwarden.core.types import (
     UsageRecord,
 )
 from memwarden.core.usage import UsageTracker
+from memwarden.estimation.model_files import looks_like_path
+
+if TYPE_CHECKING:
+    from memwarden.core.governor import Governor
 
 log = logging.getLogger("memwarden")
 
@@ -439,6 +444,32 @@ class Warden:
         """Requests made through memwarden that ``model`` is serving now."""
         return self.usage.in_flight(model, provider)
 
+    def model_ref(
+        self, model: str, provider: str | None = None, *, need_provider: bool = False
+    ) -> ModelRef:
+        """What a model name means, the same for ``estimate``, ``fit``, ``plan --load``,
+        ``load`` and ``generate``: a GGUF path stays a path; otherwise the provider is the one
+        named, else the first reachable one that offers the model (:meth:`resolve`, the embedded
+        llama.cpp's ``models_dir`` included), so that :meth:`estimate` can ask it for the
+        model's file. A name no provider offers is left to the estimators' own search of the
+        model stores, unless ``need_provider`` (a load), where it is :class:`ModelNotFound`.
+        """
+        path = model if looks_like_path(model) else None
+        if provider is None and (need_provider or path is None):
+            try:
+                provider = self.resolve(model).name
+            except ModelNotFound:
+                if need_provider:
+                    raise
+        return ModelRef(name=model, provider=provider, path=path)
+
+    @property
+    def governor(self) -> Governor:
+        """The governor of this warden (one per warden), which admits every load."""
+        from memwarden.core.governor import Governor
+
+        return Governor.for_warden(self)
+
     def generate(
         self,
         model: str,
@@ -446,12 +477,32 @@ class Warden:
         *,
         provider: str | None = None,
         max_tokens: int | None = None,
+        priority: int | None = None,
     ) -> GenerateResult:
-        """Send a prompt to a model through its provider, counting the call."""
-        chosen = self.resolve(model, provider)
+        """Send a prompt to a model through its provider, counting the call.
+
+        A model that is not loaded yet is loaded through admission first (``Governor.load``):
+        room is made, or the call is refused with :class:`InsufficientMemory`, exactly as
+        ``memwarden load`` would, instead of letting the runtime load it behind memwarden's
+        back. ``priority`` is the load's (default: the configured one).
+        """
+        ref = self.model_ref(model, provider, need_provider=True)
+        chosen = self.provider(ref.provider or "")
+        if not self._is_loaded(chosen, model):
+            self.governor.load(ref, priority)
         with self.usage.track(chosen.name, model) as call:
             call.result = chosen.generate(model, prompt, max_tokens=max_tokens)
         return call.result
+
+    def _is_loaded(self, provider: Provider, model: str) -> bool:
+        names = {model, Path(model).stem} if looks_like_path(model) else {model}
+        try:
+            loaded = self._call_provider(provider, "loaded_models")
+        except MemwardenError:
+            return False
+        return any(
+            m.instance_id in names or any(same_model(m.name, n) for n in names) for m in loaded
+        )
 
     def _on_usage(self, record: UsageRecord) -> None:
         self.persist("usage", record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from memwarden.core.governor import RELEASE_CACHE
 from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.units import format_bytes
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
 
@@ -28,7 +29,8 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
                 Action(
                     kind=RELEASE_CACHE,
                     strategy=NAME,
-                    description=f"release {releasable} bytes of caches held by {provider.name}",
+                    description=f"release {format_bytes(releasable)} of caches held by "
+                    f"{provider.name}",
                     expected_freed_bytes=releasable,
                     cost=0.0,
                     provider=provider.name,
