@@ -15,9 +15,12 @@ from typing import Any
 
 import sqlite_utils
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, NoOptions
 from memwarden.core.serialize import to_data
 from memwarden.hookspecs import hookimpl
+
+# Takes no [plugins.sqlite-state] options ([state] says where the file is).
+OPTIONS = NoOptions
 
 _databases: dict[Path, sqlite_utils.Database] = {}
 _lock = threading.Lock()
