@@ -100,6 +100,11 @@ def test_a_key_for_a_plugin_that_takes_no_options_is_unknown(run_cli, write_conf
     assert problems(result) == ["plugins.nvidia.gpu: unknown key"]
 
 
+def test_a_strategy_table_takes_no_keys_since_governor_tunes_strategies(run_cli, write_config):
+    result = check(run_cli, write_config, "[plugins.idle-unload]\nafter_s = 60\n")
+    assert problems(result) == ["plugins.idle-unload.after_s: unknown key"]
+
+
 def test_a_plugin_table_typo_stops_start_up_too(run_cli, write_config):
     path = write_config("[plugins.ollama]\nretries = -1\n")
     result = run_cli("--config", str(path), "status")

@@ -8,11 +8,14 @@ way, so their sessions register with 0 and are never proposed; shrink-context co
 
 from __future__ import annotations
 
+from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext
 from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "compress-context"
+# Tuned through [governor] and [models."<name>"]; its own table takes no keys.
+OPTIONS = NoOptions
 COST = 2.0
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING

@@ -7,11 +7,14 @@ Models with requests in flight are included: the machine is about to swap or kil
 
 from __future__ import annotations
 
+from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, model_key, unload_action
 from memwarden.core.types import Action, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "emergency-unload"
+# Tuned through [governor] and [models."<name>"]; its own table takes no keys.
+OPTIONS = NoOptions
 BASE_COST = 1000.0
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.EMERGENCY

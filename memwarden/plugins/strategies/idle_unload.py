@@ -9,11 +9,14 @@ serving a request, are kept.
 
 from __future__ import annotations
 
+from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, unload_action
 from memwarden.core.types import Action, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "idle-unload"
+# Tuned through [governor] and [models."<name>"]; its own table takes no keys.
+OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
 

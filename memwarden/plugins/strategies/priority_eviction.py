@@ -7,11 +7,14 @@ requests in flight is proposed only in an EMERGENCY (and costs 20 more).
 
 from __future__ import annotations
 
+from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, model_key, unload_action
 from memwarden.core.types import Action, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "priority-eviction"
+# Tuned through [governor] and [models."<name>"]; its own table takes no keys.
+OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.CRITICAL
 

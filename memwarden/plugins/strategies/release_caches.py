@@ -8,11 +8,14 @@ dropping it (root-only, machine-wide) would slow every other program without mak
 
 from __future__ import annotations
 
+from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext
 from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "release-caches"
+# Tuned through [governor] and [models."<name>"]; its own table takes no keys.
+OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
 

@@ -11,12 +11,15 @@ the governor restores the old context once pressure has ended (``restore_after_s
 
 from __future__ import annotations
 
+from memwarden.core.config import NoOptions
 from memwarden.core.errors import MemwardenError
 from memwarden.core.strategy import StrategyContext
 from memwarden.core.types import Action, ActionKind, ModelRef, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "shrink-context"
+# Tuned through [governor] and [models."<name>"]; its own table takes no keys.
+OPTIONS = NoOptions
 COST = 3.0
 # The most priority adds to the cost: shrinking stays below every eviction (10 and up).
 PRIORITY_COST = 6.0
