@@ -19,7 +19,7 @@ from memwarden.core.budget import FitResult, MaxContext, PoolFit, check_fit, max
 from memwarden.core.errors import ConfigError, InsufficientMemory
 from memwarden.core.serialize import to_data
 from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
-from memwarden.estimation.model_files import looks_like_path
+from memwarden.estimation.model_files import looks_like_path, read_metadata_file
 from memwarden.estimation.sizing import KV_CACHE_TYPES
 
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -97,7 +97,7 @@ def _request(
         options["flash_attention"] = False
     if metadata_file is not None:
         try:
-            options["metadata"] = json.loads(metadata_file.read_text())
+            options["metadata"] = json.loads(read_metadata_file(metadata_file))
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"{metadata_file}: not readable JSON: {exc}",

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
+from memwarden.cli.params import Seconds
 from memwarden.core.governor import Governor, RoundReport
 from memwarden.core.monitor import Monitor
 from memwarden.core.serialize import to_data
@@ -66,7 +67,10 @@ def _stop_on_signals(monitor: Monitor, received: list[str]) -> Iterator[None]:
 @click.command()
 @click.option("--once", is_flag=True, help="Take one sample (and one ladder round), then exit.")
 @click.option(
-    "--duration", type=float, metavar="S", help="Exit after S seconds (default: until a signal)."
+    "--duration",
+    type=Seconds(),
+    metavar="S",
+    help="Exit after S seconds (default: until a signal).",
 )
 @click.option("--no-psi", is_flag=True, help="Do not arm the Linux PSI trigger; sample on a timer.")
 @click.option(

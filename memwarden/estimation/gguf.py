@@ -438,7 +438,7 @@ def _item_bytes(item_type: int) -> int:
     return 1
 
 
-def open_regular(path: Path) -> tuple[BinaryIO, int]:
+def open_regular(path: Path, what: str = "model file") -> tuple[BinaryIO, int]:
     """Open a model file for reading, and its size; refuse anything but a regular file.
 
     A FIFO, a device or a socket would block ``open`` or a read forever, or never end: the file
@@ -449,16 +449,16 @@ def open_regular(path: Path) -> tuple[BinaryIO, int]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ModelFileError(
-            f"{path}: model file not found", hint="check the path or the model's name"
+            f"{path}: {what} not found", hint="check the path or the model's name"
         ) from None
     except IsADirectoryError:
-        raise not_regular(path, "a directory") from None
+        raise not_regular(path, "a directory", what) from None
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read the model file: {exc.strerror}") from None
+        raise ModelFileError(f"{path}: cannot read the {what}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise not_regular(path, file_kind(info.st_mode))
+            raise not_regular(path, file_kind(info.st_mode), what)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         stream = os.fdopen(fd, "rb", buffering=0)
@@ -482,12 +482,12 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def not_regular(path: Path, kind: str) -> ModelFileError:
-    """The error for a model path that is not a regular file."""
+def not_regular(path: Path, kind: str, what: str = "model file") -> ModelFileError:
+    """The error for a path that is not a regular file."""
     return ModelFileError(
-        f"{path}: {kind}, not a model file",
-        hint="give the path of a regular .gguf file; memwarden does not read pipes, devices "
-        "or sockets",
+        f"{path}: {kind}, not a {what}",
+        hint=f"give the path of a regular {'.gguf ' if what == 'model file' else ''}file; "
+        "memwarden does not read pipes, devices or sockets",
     )
 
 
