@@ -22,6 +22,7 @@ from memwarden.core.governor import LoadPlan
 from memwarden.core.serialize import to_data
 from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
 from memwarden.core.warden import Warden
+from memwarden.estimation.model_files import read_metadata_file
 from memwarden.estimation.sizing import KV_CACHE_TYPES
 
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -103,7 +104,7 @@ def _request(
         options["flash_attention"] = False
     if metadata_file is not None:
         try:
-            options["metadata"] = json.loads(metadata_file.read_text())
+            options["metadata"] = json.loads(read_metadata_file(metadata_file))
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"{metadata_file}: not readable JSON: {exc}",

@@ -46,7 +46,7 @@ def expected_to_run(actions: Sequence[Action], needed: dict[str, int]) -> list[b
 @click.option(
     "--context",
     "context_tokens",
-    type=int,
+    type=click.IntRange(min=1),
     default=DEFAULT_CONTEXT_TOKENS,
     show_default=True,
     help="Context tokens the --load models are sized for.",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import select
 import signal
@@ -22,6 +21,7 @@ from rich.text import Text
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
+from memwarden.cli.params import Seconds
 from memwarden.core.governor import Governor, RoundReport
 from memwarden.core.monitor import Monitor
 from memwarden.core.serialize import to_data
@@ -78,12 +78,6 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def _duration(_: click.Context, __: click.Parameter, value: float | None) -> float | None:
-    if value is not None and (not math.isfinite(value) or value <= 0):
-        raise click.BadParameter(f"must be a positive number of seconds, got {value!r}")
-    return value
-
-
 @contextmanager
 def _stop_on_signals(monitor: Monitor, received: list[str]) -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
@@ -102,9 +96,8 @@ def _stop_on_signals(monitor: Monitor, received: list[str]) -> Iterator[None]:
 @click.option("--once", is_flag=True, help="Take one sample (and one ladder round), then exit.")
 @click.option(
     "--duration",
-    type=float,
+    type=Seconds(),
     metavar="S",
-    callback=_duration,
     help="Exit after S seconds (default: until a signal).",
 )
 @click.option("--no-psi", is_flag=True, help="Do not arm the Linux PSI trigger; sample on a timer.")

@@ -160,6 +160,17 @@ class Warden:
     # -- estimates -------------------------------------------------------------------------
 
     def estimate(self, model: ModelRef, context_tokens: int, **options: Any) -> MemoryEstimate:
+        """The memory ``model`` takes at ``context_tokens``: the first estimator's answer.
+
+        An estimator that crashed (a bug, MemoryError, RecursionError) is isolated by the
+        plugin manager; when no other estimator answered, the error says which plugin failed
+        and how, instead of suggesting that the model could not be found.
+        """
+        failures_before = {
+            key: failure.count
+            for key, failure in self.plugins.failures.items()
+            if key[1] == "estimate_model_size"
+        }
         result = self.hook.estimate_model_size(
             model=model, context_tokens=context_tokens, options=options, config=self.config
         )
@@ -175,11 +186,27 @@ class Warden:
                     config=self.config,
                 )
                 result = better if better is not None else result
+        failed = [
+            failure
+            for key, failure in self.plugins.failures.items()
+            if key[1] == "estimate_model_size" and failure.count > failures_before.get(key, 0)
+        ]
+        if result is None and failed:
+            first = failed[0]
+            raise EstimateUnavailable(
+                f"estimator {first.plugin!r} failed while sizing {model.name!r}: "
+                f"{first.error[:200]}",
+                hint=f"this is a bug in the plugin {first.plugin!r}: report it with the model "
+                "file; `memwarden plugins` shows its state",
+            )
         if result is None:
             raise EstimateUnavailable(
                 f"no estimator could size {model.name!r}",
                 hint="give the path of its GGUF file, or make its provider reachable",
             )
+        if failed:
+            notes = tuple(f"{f.plugin} failed: {f.error[:200]}" for f in failed)
+            result = attrs.evolve(result, notes=(*result.notes, *notes))
         return result
 
     def _ask_provider_about(

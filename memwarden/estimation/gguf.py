@@ -11,6 +11,12 @@ holds the metadata and ``split.count``. :func:`read_model` reads every part and 
 
 Errors are :class:`~memwarden.core.errors.ModelFileError` naming the file, the byte offset and
 what was being read.
+
+The file is untrusted input. Every length and count is checked against what the rest of the file
+can hold and against the limits below before anything is read or allocated for it, so a corrupted
+or hostile header costs at most a few tens of MiB and a second, never an allocation it names.
+Text from the file is shortened and escaped (:func:`shown`) before it goes into a message.
+docs/estimation.md lists the limits and why each is what it is.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,8 +41,57 @@ DEFAULT_ALIGNMENT = 32
 # vocabulary, scores and merges, which sizing needs the count of, never the content.
 KEEP_ARRAY_ITEMS = 4096
 _CHUNK = 1 << 20
-# A string or array longer than this in a header is corruption, not data.
-_MAX_ITEMS = 1 << 40
+MiB = 1 << 20
+
+# -- limits on what a header may ask for (docs/estimation.md, "Limits") ----------------------
+# A metadata key: the GGUF specification caps keys at 65,535 bytes.
+MAX_KEY_BYTES = 65_535
+# A tensor name: llama.cpp refuses names of GGML_MAX_NAME (64) bytes or more, its NUL included.
+MAX_TENSOR_NAME_BYTES = 63
+# Dimensions of a tensor: GGML_MAX_DIMS.
+MAX_TENSOR_DIMS = 4
+# One string value that is kept (a chat template is tens of KiB).
+MAX_STRING_BYTES = 4 * MiB
+# All metadata kept together: keys, strings and the items of short arrays (32 bytes each).
+MAX_METADATA_BYTES = 32 * MiB
+# Metadata pairs and tensors of one file (a large model has a few dozen pairs and a few
+# thousand tensors).
+MAX_KV_COUNT = 65_536
+MAX_TENSOR_COUNT = 65_536
+# Elements of one array (a vocabulary has up to a few hundred thousand tokens).
+MAX_ARRAY_ITEMS = 1 << 24
+# Strings and nested arrays walked one by one across the whole header: each costs a step of
+# Python, so this bounds the time of a header (8 million take about a second).
+MAX_ITEMS_WALKED = 1 << 23
+# Arrays of arrays nest at most this deep (llama.cpp reads no nested arrays at all).
+MAX_ARRAY_DEPTH = 2
+# What a kept item of a short array costs in memory, as a Python object in a list.
+_ITEM_COST = 32
+# Smallest encodings, to bound a count by the bytes left in the file: a metadata pair (key
+# length, value type, one byte of value), a tensor info (name length, dims, type, offset).
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
+_SHOWN_CHARS = 60
+
+
+def shown(value: Any, limit: int = _SHOWN_CHARS) -> str:
+    """``value`` for a message: at most ``limit`` characters of it, escaped, with "..." when
+    cut. Text and bytes from a model file go through this, never into a message whole."""
+    if isinstance(value, bytes | bytearray):
+        text = repr(bytes(value[:limit]))
+        return text + "..." if len(value) > limit else text
+    if isinstance(value, str):
+        text = repr(value[:limit])
+        return text + "..." if len(value) > limit else text
+    if isinstance(value, list | tuple):
+        head = ", ".join(shown(item, 20) for item in value[:4])
+        more = f", ... ({len(value)} items)" if len(value) > 4 else ""
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+        return f"{opening}{head}{more}{closing}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text[:limit] + "..." if len(text) > limit else text
 
 
 @attrs.frozen
@@ -196,7 +252,11 @@ _ARRAY = 9
 
 
 class _Reader:
-    """Reads a file front to back through a buffer, tracking the offset for error messages."""
+    """Reads a file front to back through a buffer, tracking the offset for error messages.
+
+    Every count it reads is checked before use (:meth:`count`), and what it keeps is charged to
+    budgets, so no value in the file sizes an allocation or a loop beyond the module's limits.
+    """
 
     def __init__(self, stream: BinaryIO, path: Path, file_bytes: int) -> None:
         self.stream = stream
@@ -207,25 +267,41 @@ class _Reader:
         self.base = 0  # file offset of buffer[0]
         self.endian = "<"
         self.what = "the header"
+        self.kept_bytes = 0  # charged against MAX_METADATA_BYTES
+        self.items_walked = 0  # charged against MAX_ITEMS_WALKED
 
     @property
     def offset(self) -> int:
         return self.base + self.pos
 
+    def _truncated(self, detail: str) -> ModelFileError:
+        return ModelFileError(
+            f"{self.path}: truncated at byte {self.file_bytes} while reading {self.what} "
+            f"({detail})",
+            hint="the download or copy is incomplete, or the file is damaged; download the "
+            "model again",
+        )
+
+    def corrupt(self, at: int, detail: str) -> ModelFileError:
+        """The error for a value at byte ``at`` that no valid file holds."""
+        return ModelFileError(
+            f"{self.path}: corrupt header at byte {at}: {detail} while reading {self.what}",
+            hint="the file is damaged or not a GGUF model; download it again",
+        )
+
     def _fill(self, needed: int) -> None:
         if self.pos + needed <= len(self.buffer):
             return
+        if self.offset + needed > self.file_bytes:
+            raise self._truncated(f"it needs {needed} bytes at byte {self.offset}")
         rest = self.buffer[self.pos :]
         self.base += self.pos
         self.pos = 0
         chunk = self.stream.read(max(_CHUNK, needed - len(rest)))
         self.buffer = rest + chunk
         if len(self.buffer) < needed:
-            raise ModelFileError(
-                f"{self.path}: truncated at byte {self.base + len(self.buffer)} while reading "
-                f"{self.what} (the file has {self.file_bytes} bytes)",
-                hint="the download or copy is incomplete; download the model again",
-            )
+            # The file shrank while it was read.
+            raise self._truncated(f"it ends at byte {self.base + len(self.buffer)}")
 
     def take(self, size: int) -> bytes:
         self._fill(size)
@@ -239,11 +315,7 @@ class _Reader:
             return
         target = self.offset + size
         if target > self.file_bytes:
-            raise ModelFileError(
-                f"{self.path}: truncated at byte {self.file_bytes} while reading {self.what} "
-                f"(it needs {target} bytes)",
-                hint="the download or copy is incomplete; download the model again",
-            )
+            raise self._truncated(f"it needs {target} bytes")
         self.stream.seek(target)
         self.buffer = b""
         self.pos = 0
@@ -256,30 +328,40 @@ class _Reader:
         self.pos += size
         return value
 
-    def count(self, what: str) -> int:
+    def count(self, what: str, limit: int, item_bytes: int = 1) -> int:
+        """A 64-bit count or length, checked against ``limit`` and against what the rest of the
+        file can hold at ``item_bytes`` or more per item."""
+        at = self.offset
         value = self.scalar("Q")
-        if value <= _MAX_ITEMS and value > self.file_bytes - self.offset:
-            # Every item takes at least a byte: the rest of the file cannot hold them.
-            raise ModelFileError(
-                f"{self.path}: truncated at byte {self.file_bytes} while reading {self.what} "
-                f"({what} of {value} at byte {self.offset - 8})",
-                hint="the download or copy is incomplete; download the model again",
-            )
-        if value > _MAX_ITEMS:
-            raise ModelFileError(
-                f"{self.path}: corrupt header at byte {self.offset - 8}: {what} of {value} "
-                f"while reading {self.what}",
-                hint="the file is damaged or not a GGUF model; download it again",
-            )
+        if value > limit:
+            raise self.corrupt(at, f"{what} of {value} (at most {limit:,})")
+        if value * item_bytes > self.file_bytes - self.offset:
+            raise self._truncated(f"{what} of {value} at byte {at}")
         return value
 
-    def string(self) -> str:
-        length = self.count("a string length")
+    def keep(self, size: int) -> None:
+        """Charge ``size`` bytes of kept metadata against MAX_METADATA_BYTES."""
+        self.kept_bytes += size
+        if self.kept_bytes > MAX_METADATA_BYTES:
+            raise self.corrupt(self.offset, f"the metadata exceeds {MAX_METADATA_BYTES // MiB} MiB")
+
+    def walk(self, items: int) -> None:
+        """Charge ``items`` strings or arrays walked one by one against MAX_ITEMS_WALKED."""
+        self.items_walked += items
+        if self.items_walked > MAX_ITEMS_WALKED:
+            raise self.corrupt(
+                self.offset, f"the metadata holds more than {MAX_ITEMS_WALKED:,} strings"
+            )
+
+    def string(self, what: str = "a string length", limit: int = MAX_STRING_BYTES) -> str:
+        length = self.count(what, limit)
+        self.keep(length)
         raw = self.take(length)
         return raw.decode("utf-8", errors="replace")
 
     def skip_strings(self, count: int) -> None:
         """Skip ``count`` length-prefixed strings without decoding them."""
+        self.walk(count)
         # The hot loop of the whole reader (a vocabulary has 30,000 to 260,000 tokens): locals
         # only, and the buffer is refilled only when a length prefix would cross its end.
         unpack = struct.Struct(self.endian + "Q").unpack_from
@@ -299,68 +381,139 @@ class _Reader:
                 overshoot = pos - len(buffer)
                 self.pos = len(buffer)
                 if self.offset + overshoot > self.file_bytes:
-                    raise ModelFileError(
-                        f"{self.path}: truncated at byte {self.file_bytes} while reading "
-                        f"{self.what} (a string length runs to byte {self.offset + overshoot})",
-                        hint="the download or copy is incomplete, or the file is damaged; "
-                        "download the model again",
-                    )
+                    raise self._truncated(f"a string length runs to byte {self.offset + overshoot}")
                 self.skip(overshoot)
             else:
                 self.pos = pos
                 if remaining:
                     self._fill(8)
 
-    def value(self, value_type: int) -> Any:
+    def value(self, value_type: int, depth: int = 0) -> Any:
         if value_type in _SCALARS:
+            self.keep(_ITEM_COST)
             return self.scalar(_SCALARS[value_type][1])
         if value_type == _STRING:
             return self.string()
         if value_type == _ARRAY:
+            at = self.offset
             item_type = self.scalar("I")
-            length = self.count("an array length")
-            return self.array(item_type, length)
-        raise ModelFileError(
-            f"{self.path}: corrupt header at byte {self.offset - 4}: unknown value type "
-            f"{value_type} while reading {self.what}",
-            hint="the file is damaged, or written by a newer GGUF version than memwarden reads",
-        )
+            if item_type == _ARRAY and depth + 1 >= MAX_ARRAY_DEPTH:
+                raise self.corrupt(at, f"arrays nested more than {MAX_ARRAY_DEPTH} deep")
+            size = _item_bytes(item_type)
+            length = self.count("an array length", MAX_ARRAY_ITEMS, size)
+            return self.array(item_type, length, depth + 1)
+        raise self.corrupt(self.offset - 4, f"unknown value type {value_type}")
 
-    def array(self, item_type: int, length: int) -> Any:
+    def array(self, item_type: int, length: int, depth: int) -> Any:
         if item_type in _SCALARS:
             name, fmt = _SCALARS[item_type]
             size = struct.calcsize(fmt)
             if length > KEEP_ARRAY_ITEMS:
                 self.skip(size * length)
                 return ArraySummary(name, length)
+            self.keep(_ITEM_COST * length)
             raw = self.take(size * length)
             return list(struct.unpack(f"{self.endian}{length}{fmt}", raw))
         if item_type == _STRING:
             if length > KEEP_ARRAY_ITEMS:
                 self.skip_strings(length)
                 return ArraySummary("string", length)
+            self.walk(length)
             return [self.string() for _ in range(length)]
         if item_type == _ARRAY:
-            return [self.value(_ARRAY) for _ in range(length)]
-        raise ModelFileError(
-            f"{self.path}: corrupt header at byte {self.offset - 12}: unknown array element type "
-            f"{item_type} while reading {self.what}",
-            hint="the file is damaged, or written by a newer GGUF version than memwarden reads",
-        )
+            self.walk(length)
+            self.keep(_ITEM_COST * length)
+            return [self.value(_ARRAY, depth) for _ in range(length)]
+        raise self.corrupt(self.offset - 12, f"unknown array element type {item_type}")
 
 
-def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
-    """Read the metadata and tensor infos of one GGUF file; raise ModelFileError if invalid."""
-    path = Path(path)
+def _item_bytes(item_type: int) -> int:
+    """The fewest bytes one array element of ``item_type`` takes in the file."""
+    if item_type in _SCALARS:
+        return struct.calcsize(_SCALARS[item_type][1])
+    if item_type == _STRING:
+        return 8
+    if item_type == _ARRAY:
+        return 12
+    return 1
+
+
+def open_regular(path: Path, what: str = "model file") -> tuple[BinaryIO, int]:
+    """Open a model file for reading, and its size; refuse anything but a regular file.
+
+    A FIFO, a device or a socket would block ``open`` or a read forever, or never end: the file
+    is opened without blocking and checked with ``fstat`` before the first read, so a file
+    swapped for a FIFO between a check and the open is refused too.
+    """
     try:
-        file_bytes = path.stat().st_size
-        stream = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"{path}: {what} not found", hint="check the path or the model's name"
+        ) from None
+    except IsADirectoryError:
+        raise not_regular(path, "a directory", what) from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise not_regular(path, file_kind(info.st_mode), what)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        stream = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return stream, info.st_size
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, for a message: "a FIFO", "a directory"..."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def not_regular(path: Path, kind: str, what: str = "model file") -> ModelFileError:
+    """The error for a path that is not a regular file."""
+    return ModelFileError(
+        f"{path}: {kind}, not a {what}",
+        hint=f"give the path of a regular {'.gguf ' if what == 'model file' else ''}file; "
+        "memwarden does not read pipes, devices or sockets",
+    )
+
+
+def check_regular(path: Path) -> os.stat_result:
+    """``path``'s stat if it is a regular file (links followed), else a ModelFileError.
+
+    For code that hands a path to something else to open (the llama.cpp runtime): a FIFO
+    there would block it forever.
+    """
+    try:
+        info = path.stat()
     except FileNotFoundError:
         raise ModelFileError(
             f"{path}: model file not found", hint="check the path or the model's name"
         ) from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read the model file: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise not_regular(path, file_kind(info.st_mode))
+    return info
+
+
+def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Read the metadata and tensor infos of one GGUF file; raise ModelFileError if invalid."""
+    path = Path(path)
+    stream, file_bytes = open_regular(path)
     with stream:
         return _parse(_Reader(stream, path, file_bytes))
 
@@ -388,35 +541,45 @@ def _parse(reader: _Reader) -> GGUFHeader:
             hint="convert the model again with a current llama.cpp, or upgrade memwarden",
         )
     reader.what = "the tensor and metadata counts"
-    tensor_count = reader.count("a tensor count")
-    kv_count = reader.count("a metadata count")
+    tensor_count = reader.count("a tensor count", MAX_TENSOR_COUNT, _MIN_TENSOR_INFO_BYTES)
+    kv_count = reader.count("a metadata count", MAX_KV_COUNT, _MIN_KV_BYTES)
 
     metadata: dict[str, Any] = {}
     for index in range(kv_count):
         reader.what = f"metadata entry {index + 1} of {kv_count}"
-        key = reader.string()
-        reader.what = f"the value of metadata key {key!r}"
+        key = reader.string("a key length", MAX_KEY_BYTES)
+        reader.what = f"the value of metadata key {shown(key)}"
         value_type = reader.scalar("I")
         metadata[key] = reader.value(value_type)
 
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+    if (
+        not isinstance(alignment, int)
+        or isinstance(alignment, bool)
+        or alignment <= 0
+        or alignment & (alignment - 1)
+    ):
         raise ModelFileError(
-            f"{path}: general.alignment is {alignment!r}; it must be a power of two",
+            f"{path}: general.alignment is {shown(alignment)}; it must be a power of two",
             hint="the file is damaged; download it again",
         )
 
     tensors: list[TensorInfo] = []
+    names: set[str] = set()
+    expected_offset = 0
     for index in range(tensor_count):
         reader.what = f"tensor info {index + 1} of {tensor_count}"
-        name = reader.string()
-        reader.what = f"the info of tensor {name!r}"
+        at = reader.offset
+        name = reader.string("a tensor name length", MAX_TENSOR_NAME_BYTES)
+        if name in names:
+            raise reader.corrupt(at, f"a second tensor named {shown(name)}")
+        names.add(name)
+        reader.what = f"the info of tensor {shown(name)}"
         n_dims = reader.scalar("I")
-        if n_dims > 8:
-            raise ModelFileError(
-                f"{path}: corrupt header at byte {reader.offset - 4}: tensor {name!r} has "
-                f"{n_dims} dimensions",
-                hint="the file is damaged; download it again",
+        if n_dims > MAX_TENSOR_DIMS:
+            raise reader.corrupt(
+                reader.offset - 4,
+                f"tensor {shown(name)} has {n_dims} dimensions (at most {MAX_TENSOR_DIMS})",
             )
         shape = struct.unpack(f"{reader.endian}{n_dims}Q", reader.take(8 * n_dims))
         type_id = reader.scalar("I")
@@ -424,10 +587,13 @@ def _parse(reader: _Reader) -> GGUFHeader:
         ggml = GGML_TYPES.get(type_id)
         if ggml is None:
             raise ModelFileError(
-                f"{path}: tensor {name!r} has unknown ggml type {type_id}",
+                f"{path}: tensor {shown(name)} has unknown ggml type {type_id}",
                 hint="the model uses a type newer than memwarden knows; upgrade memwarden",
             )
-        tensors.append(TensorInfo(name=name, shape=tuple(shape), type=ggml, offset=offset))
+        tensor = TensorInfo(name=name, shape=tuple(shape), type=ggml, offset=offset)
+        _check_tensor(reader, tensor, expected_offset)
+        expected_offset = offset + _pad(tensor.nbytes, alignment)
+        tensors.append(tensor)
 
     data_offset = _pad(reader.offset, alignment)
     header = GGUFHeader(
@@ -441,6 +607,26 @@ def _parse(reader: _Reader) -> GGUFHeader:
     )
     _check_data_present(header)
     return header
+
+
+def _check_tensor(reader: _Reader, tensor: TensorInfo, expected_offset: int) -> None:
+    """The checks llama.cpp's gguf loader makes: sizes that fit in 63 bits, rows of whole
+    blocks, and each tensor's data right after the previous one's (padded)."""
+    name = shown(tensor.name)
+    if any(dim >= 1 << 63 for dim in tensor.shape) or tensor.elements >= 1 << 63:
+        raise reader.corrupt(reader.offset, f"tensor {name} has shape {tensor.shape}")
+    if tensor.shape and tensor.shape[0] % tensor.type.block_size:
+        raise reader.corrupt(
+            reader.offset,
+            f"tensor {name}'s rows of {tensor.shape[0]} are not whole blocks of "
+            f"{tensor.type.block_size} ({tensor.type.name})",
+        )
+    if tensor.offset != expected_offset:
+        raise reader.corrupt(
+            reader.offset - 8,
+            f"tensor {name}'s data is at offset {tensor.offset}, where {expected_offset} "
+            "was expected",
+        )
 
 
 def _check_data_present(header: GGUFHeader) -> None:
@@ -466,6 +652,8 @@ def split_parts(path: Path) -> list[Path]:
     if not match:
         return [path]
     count = int(match["count"])
+    if not 1 <= int(match["index"]) <= count:
+        return [path]  # "-00004-of-00003", "-00001-of-00000": not a split set's name
     return [
         path.with_name(f"{match['stem']}-{index:05d}-of-{count:05d}.gguf")
         for index in range(1, count + 1)
@@ -481,18 +669,26 @@ def read_model(path: str | os.PathLike[str]) -> GGUFModel:
     split_count = first.metadata.get("split.count")
     if isinstance(split_count, int) and split_count > 1 and len(parts) != split_count:
         raise ModelFileError(
-            f"{parts[0]}: split.count says {split_count} parts, but the file name does not "
+            f"{parts[0]}: split.count says {shown(split_count)} parts, but the file name does not "
             "follow the name-00001-of-0000N.gguf convention",
             hint="keep the split files' original names, or merge them with llama-gguf-split",
         )
     headers = [first]
-    for part in parts[1:]:
-        if not part.is_file():
+    tensor_count = len(first.tensors)
+    for number, part in enumerate(parts[1:], start=2):
+        if not part.exists():
             raise ModelFileError(
-                f"{part}: part {parts.index(part) + 1} of {len(parts)} of a split model is missing",
+                f"{part}: part {number} of {len(parts)} of a split model is missing",
                 hint="download every part of the model into the same folder",
             )
         headers.append(read_header(part))
+        tensor_count += len(headers[-1].tensors)
+        if tensor_count > MAX_TENSOR_COUNT:
+            raise ModelFileError(
+                f"{part}: the {number} parts read so far hold {tensor_count:,} tensors "
+                f"(at most {MAX_TENSOR_COUNT:,})",
+                hint="the split set is damaged; download the model again",
+            )
     tensors = tuple(
         attrs.evolve(tensor, part=index)
         for index, header in enumerate(headers)

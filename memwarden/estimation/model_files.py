@@ -21,6 +21,9 @@ from pathlib import Path
 
 import attrs
 
+from memwarden.core.errors import ModelFileError
+from memwarden.estimation.gguf import open_regular
+
 OLLAMA_MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
 OLLAMA_DEFAULT_HOST = "registry.ollama.ai"
 OLLAMA_DEFAULT_NAMESPACE = "library"
@@ -98,13 +101,54 @@ def parse_ollama_name(name: str) -> tuple[str, str, str, str]:
     return parts[0], "/".join(parts[1:-1]), parts[-1], tag
 
 
+# An Ollama manifest is about a KiB; a bigger "manifest" is not one.
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def _read_small_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, else None
+    (never blocking on a FIFO, never reading a huge file)."""
+    try:
+        stream, size = open_regular(path)
+    except ModelFileError:
+        return None
+    with stream:
+        if size > limit:
+            return None
+        try:
+            return stream.read(limit + 1)[:limit]
+        except OSError:
+            return None
+
+
+# A provider's model info (Ollama's /api/show answer) is tens of KiB.
+MAX_METADATA_FILE_BYTES = 16 << 20
+
+
+def read_metadata_file(path: Path) -> bytes:
+    """A provider's model info saved as a file (``estimate --metadata``): a regular file of at
+    most 16 MiB, else a ModelFileError saying why (a FIFO would block, a huge file fill RAM)."""
+    stream, size = open_regular(path, "model info file")
+    with stream:
+        if size > MAX_METADATA_FILE_BYTES:
+            raise ModelFileError(
+                f"{path}: {size / (1 << 20):,.1f} MiB is too large for a provider's model info "
+                f"(at most {MAX_METADATA_FILE_BYTES >> 20} MiB)",
+                hint="save only the provider's answer about this model (`/api/show`)",
+            )
+        return stream.read(MAX_METADATA_FILE_BYTES + 1)[:MAX_METADATA_FILE_BYTES]
+
+
 def ollama_blob(name: str, models_dir: Path) -> Path | None:
     """The model blob an Ollama manifest names, or None."""
     host, namespace, model, tag = parse_ollama_name(name)
     manifest = models_dir / "manifests" / host / namespace / model / tag
+    raw = _read_small_file(manifest, MAX_MANIFEST_BYTES)
+    if raw is None:
+        return None
     try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError):
+        data = json.loads(raw)
+    except ValueError:
         return None
     layers = data.get("layers") if isinstance(data, dict) else None
     for layer in layers or ():

@@ -9,7 +9,9 @@ close the result is to a real load.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +19,7 @@ import attrs
 
 from memwarden.core.errors import EstimateUnavailable
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef, PoolShare
-from memwarden.estimation.gguf import GGMLType, ggml_type
+from memwarden.estimation.gguf import GGMLType, ggml_type, shown
 
 MiB = 1 << 20
 # llama.cpp pads the KV cache size (cells) to this many; the flash-attention kernels need it.
@@ -45,6 +47,21 @@ KV_CELL_META_BYTES = 52
 # The CPU backend's thread work buffer and the decode bookkeeping (batch allocator, output
 # ids): 2.7 to 6 MiB for 1 to 8 threads, measured with glibc's mallinfo2.
 DECODE_WORK_BYTES = 3 * MiB
+
+# -- limits of a model's shape (docs/estimation.md, "Limits") ---------------------------------
+# Metadata outside these is damaged or hostile: no published model comes near them (the largest
+# have about 128 blocks, embeddings of 16,384, 128 heads, 256 experts and contexts of 10 M).
+MAX_BLOCK_COUNT = 4096
+MAX_EMBEDDING_LENGTH = 1 << 20
+MAX_CONTEXT_LENGTH = 1 << 24
+MAX_HEAD_COUNT = 1 << 14
+MAX_HEAD_LENGTH = 1 << 16  # key_length, value_length
+MAX_FEED_FORWARD_LENGTH = 1 << 24
+MAX_VOCAB_SIZE = 1 << 24
+MAX_EXPERT_COUNT = 4096
+# A run asked for: tokens per sequence and sequences at once.
+MAX_RUN_CONTEXT = 1 << 32
+MAX_RUN_PARALLEL = 1 << 16
 
 # Which layers use sliding-window attention, per architecture, as llama.cpp's
 # ``hparams.set_swa_pattern(n)`` sets them: layer il is SWA when il % n < n - 1.
@@ -109,11 +126,16 @@ class RunSettings:
         # llama.cpp's default is "auto", which turns flash attention on wherever the backend
         # supports it (the CPU and every GPU backend); a quantised V cache requires it.
         flash_attention = True if flash is None else bool(flash) or quantized_v
-        if context_tokens <= 0:
-            raise ValueError(f"context must be a positive number of tokens, got {context_tokens}")
+        if not 0 < context_tokens <= MAX_RUN_CONTEXT:
+            raise ValueError(
+                f"context must be between 1 and {MAX_RUN_CONTEXT:,} tokens, got "
+                f"{shown(context_tokens)}"
+            )
         parallel = int(options.get("parallel") or 1)
-        if parallel <= 0:
-            raise ValueError(f"parallel must be at least 1, got {parallel}")
+        if not 0 < parallel <= MAX_RUN_PARALLEL:
+            raise ValueError(
+                f"parallel must be between 1 and {MAX_RUN_PARALLEL:,}, got {shown(parallel)}"
+            )
         return cls(
             context_tokens=context_tokens,
             kv_type_k=type_k,
@@ -176,18 +198,39 @@ def _is_swa(shape: ModelShape, layer: int) -> bool:
     return bool(shape.swa_layers) and layer < len(shape.swa_layers) and shape.swa_layers[layer]
 
 
-def kv_cache_layer_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> list[int]:
-    """Bytes of K and V cache per layer: cells x (K row + V row) of n_head_kv x head size."""
-    result = []
-    for layer, n_head_kv in enumerate(shape.head_count_kv):
-        if n_head_kv <= 0:
-            result.append(0)
-            continue
-        cells = layout.cells(_is_swa(shape, layer))
-        k_row = run.kv_type_k.row_bytes(shape.key_length * n_head_kv)
-        v_row = run.kv_type_v.row_bytes(shape.value_length * n_head_kv)
-        result.append(cells * (k_row + v_row))
-    return result
+def _layer_kv_bytes(
+    shape: ModelShape, run: RunSettings, layout: KVLayout, n_head_kv: int, swa: bool
+) -> int:
+    """Bytes of K and V cache of one layer: cells x (K row + V row) of n_head_kv x head size."""
+    if n_head_kv <= 0:
+        return 0
+    k_row = run.kv_type_k.row_bytes(shape.key_length * n_head_kv)
+    v_row = run.kv_type_v.row_bytes(shape.value_length * n_head_kv)
+    return layout.cells(swa) * (k_row + v_row)
+
+
+def kv_cache_layer_bytes(
+    shape: ModelShape, run: RunSettings, layout: KVLayout, layers: range | None = None
+) -> list[int]:
+    """Bytes of K and V cache of each layer of ``layers`` (default: all)."""
+    layers = range(len(shape.head_count_kv)) if layers is None else layers
+    return [
+        _layer_kv_bytes(shape, run, layout, shape.head_count_kv[layer], _is_swa(shape, layer))
+        for layer in layers
+        if layer < len(shape.head_count_kv)
+    ]
+
+
+def kv_cache_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int:
+    """Bytes of the whole KV cache: one product per kind of layer (its KV heads and whether it
+    slides), times how many layers are of that kind, never a list per layer."""
+    kinds = Counter(
+        (n_head_kv, _is_swa(shape, layer)) for layer, n_head_kv in enumerate(shape.head_count_kv)
+    )
+    return sum(
+        count * _layer_kv_bytes(shape, run, layout, n_head_kv, swa)
+        for (n_head_kv, swa), count in kinds.items()
+    )
 
 
 def compute_buffer_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int:
@@ -262,7 +305,6 @@ class Breakdown:
 def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
     """Weights, KV cache, compute buffer and overhead of ``shape`` run with ``run``."""
     layout = kv_layout(shape, run)
-    kv_layers = kv_cache_layer_bytes(shape, run, layout)
     compute = compute_buffer_bytes(shape, run, layout)
     notes: list[str] = []
     if shape.context_length and run.context_tokens > shape.context_length:
@@ -271,7 +313,7 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
             "was trained for; quality may drop"
         )
     if any(shape.swa_layers) and shape.sliding_window:
-        swa_count = sum(1 for layer in range(shape.block_count) if _is_swa(shape, layer))
+        swa_count = sum(shape.swa_layers[: shape.block_count])
         notes.append(
             f"{swa_count} of {shape.block_count} layers use a {shape.sliding_window}-token "
             f"sliding window: {layout.swa_cells_per_stream} cells per sequence"
@@ -286,9 +328,12 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
         # embeddings stay on the CPU. KV cache of offloaded layers lives beside them.
         n_layers = shape.block_count
         offloaded = range(max(0, n_layers - run.gpu_layers), n_layers)
-        layer_bytes = shape.layer_weights_bytes or _even_layers(shape)
-        gpu_bytes += sum(layer_bytes[i] for i in offloaded if i < len(layer_bytes))
-        gpu_bytes += sum(kv_layers[i] for i in offloaded if i < len(kv_layers))
+        if shape.layer_weights_bytes:
+            layer_bytes = shape.layer_weights_bytes
+            gpu_bytes += sum(layer_bytes[i] for i in offloaded if i < len(layer_bytes))
+        else:
+            gpu_bytes += _even_layer_bytes(shape) * len(offloaded)
+        gpu_bytes += sum(kv_cache_layer_bytes(shape, run, layout, offloaded))
         if run.gpu_layers > n_layers:
             gpu_bytes += shape.output_weights_bytes
         gpu_bytes += compute
@@ -298,7 +343,7 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
         )
     return Breakdown(
         weights_bytes=shape.weights_bytes,
-        kv_cache_bytes=sum(kv_layers),
+        kv_cache_bytes=kv_cache_bytes(shape, run, layout),
         compute_bytes=compute,
         overhead_bytes=overhead_bytes(shape, run, layout),
         gpu_bytes=gpu_bytes,
@@ -344,27 +389,45 @@ def memory_estimate(
     )
 
 
-def _even_layers(shape: ModelShape) -> tuple[int, ...]:
-    """Without a tensor table, the repeating blocks share the weights evenly."""
+def _even_layer_bytes(shape: ModelShape) -> int:
+    """Without a tensor table, the repeating blocks share the weights evenly: each block's."""
     body = shape.weights_bytes - shape.output_weights_bytes - shape.input_weights_bytes
-    per_layer = max(0, body) // max(1, shape.block_count)
-    return (per_layer,) * shape.block_count
+    return max(0, body) // max(1, shape.block_count)
 
 
 # -- reading a shape from GGUF-style metadata (the file's, or Ollama's model_info) ------------
 
 
 class ShapeError(ValueError):
-    """The metadata lacks a key that sizing cannot do without."""
+    """The metadata lacks a key that sizing cannot do without, or holds a value no model has."""
 
 
-def _per_layer(value: Any, layers: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        values = tuple(int(v) for v in value)
-        if len(values) != layers:
-            raise ShapeError(f"{name} has {len(values)} entries for {layers} layers")
-        return values
-    return (int(value),) * layers
+def shape_int(value: Any, key: str, low: int, high: int) -> int:
+    """``value`` of metadata ``key`` as an integer in [low, high], or a ShapeError naming the
+    key. Integral floats pass (JSON has no integers for some writers); booleans, text, NaN and
+    fractions do not."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    if number is None:
+        raise ShapeError(f"{key} is {shown(value)}; it must be a whole number")
+    if not low <= number <= high:
+        raise ShapeError(f"{key} is {shown(number)}; it must be between {low:,} and {high:,}")
+    return number
+
+
+def _per_layer(value: Any, layers: int, key: str, low: int, high: int) -> tuple[int, ...]:
+    """A per-layer value: one number for every layer, or a list of exactly ``layers``."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        if len(value) != layers:
+            raise ShapeError(f"{key} has {len(value):,} entries for {layers:,} layers")
+        return tuple(shape_int(v, f"{key}[{index}]", low, high) for index, v in enumerate(value))
+    if hasattr(value, "__len__") and not isinstance(value, str | bytes):
+        # A per-layer array too long for the reader to keep (ArraySummary): not one per layer.
+        raise ShapeError(f"{key} has {len(value):,} entries for {layers:,} layers")
+    return (shape_int(value, key, low, high),) * layers
 
 
 def swa_layers_for(arch: str, metadata: Mapping[str, Any], layers: int) -> tuple[bool, ...]:
@@ -372,10 +435,16 @@ def swa_layers_for(arch: str, metadata: Mapping[str, Any], layers: int) -> tuple
     pattern for the architecture; none when the model has no sliding window."""
     if not metadata.get(f"{arch}.attention.sliding_window"):
         return ()
-    explicit = metadata.get(f"{arch}.attention.sliding_window_pattern")
-    if isinstance(explicit, Sequence) and not isinstance(explicit, str):
+    key = f"{arch}.attention.sliding_window_pattern"
+    explicit = metadata.get(key)
+    if isinstance(explicit, Sequence) and not isinstance(explicit, str | bytes):
+        if len(explicit) > MAX_BLOCK_COUNT:
+            raise ShapeError(f"{key} has {len(explicit):,} entries for {layers:,} layers")
         return tuple(bool(v) for v in explicit)[:layers]
-    period = explicit if isinstance(explicit, int) else SWA_PATTERNS.get(arch)
+    if isinstance(explicit, int) and not isinstance(explicit, bool):
+        period: int | None = shape_int(explicit, key, 1, MAX_BLOCK_COUNT)
+    else:
+        period = SWA_PATTERNS.get(arch)
     if not period:
         return ()
     return tuple(layer % period < period - 1 for layer in range(layers))
@@ -391,10 +460,17 @@ def shape_from_metadata(
     output_weights_bytes: int = 0,
     input_weights_bytes: int = 0,
 ) -> ModelShape:
-    """A shape from GGUF keys (``general.architecture``, ``<arch>.block_count``...)."""
+    """A shape from GGUF keys (``general.architecture``, ``<arch>.block_count``...).
+
+    Every number is checked: positive where a model needs it, and within the architectural
+    limits above (MAX_BLOCK_COUNT...), so neither a damaged file nor a provider's answer sizes
+    a loop or an estimate beyond any real model. A ShapeError names the key.
+    """
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str):
         raise ShapeError("general.architecture is missing")
+    if not 0 < len(arch) <= 64:
+        raise ShapeError(f"general.architecture is {shown(arch)}; it must be a short name")
 
     def get(key: str, default: Any = None) -> Any:
         value = metadata.get(f"{arch}.{key}", default)
@@ -402,25 +478,49 @@ def shape_from_metadata(
             raise ShapeError(f"{arch}.{key} is missing")
         return value
 
-    layers = int(get("block_count"))
-    embedding = int(get("embedding_length"))
-    head_count = _per_layer(get("attention.head_count"), layers, f"{arch}.attention.head_count")
+    def number(key: str, low: int, high: int, default: Any = None) -> int:
+        return shape_int(get(key, default), f"{arch}.{key}", low, high)
+
+    def optional(key: str, low: int, high: int) -> int | None:
+        value = metadata.get(f"{arch}.{key}")
+        return None if value is None else shape_int(value, f"{arch}.{key}", low, high)
+
+    layers = number("block_count", 1, MAX_BLOCK_COUNT)
+    embedding = number("embedding_length", 1, MAX_EMBEDDING_LENGTH)
+    head_count = _per_layer(
+        get("attention.head_count"), layers, f"{arch}.attention.head_count", 0, MAX_HEAD_COUNT
+    )
     head_count_kv = _per_layer(
         get("attention.head_count_kv", metadata.get(f"{arch}.attention.head_count")),
         layers,
         f"{arch}.attention.head_count_kv",
+        0,
+        MAX_HEAD_COUNT,
     )
     default_head = embedding // max(1, max(head_count, default=1))
-    key_length = int(get("attention.key_length", default_head))
-    value_length = int(get("attention.value_length", key_length))
+    key_length = number("attention.key_length", 0, MAX_HEAD_LENGTH, default_head)
+    value_length = number("attention.value_length", 0, MAX_HEAD_LENGTH, key_length)
+    feed_forward_key = f"{arch}.feed_forward_length"
     feed_forward = get("feed_forward_length", 4 * embedding)
-    if isinstance(feed_forward, Sequence) and not isinstance(feed_forward, str):
-        feed_forward = max(int(v) for v in feed_forward)
+    if isinstance(feed_forward, Sequence) and not isinstance(feed_forward, str | bytes):
+        feed_forward = max(
+            _per_layer(feed_forward, layers, feed_forward_key, 0, MAX_FEED_FORWARD_LENGTH),
+            default=0,
+        )
+    else:
+        feed_forward = shape_int(feed_forward, feed_forward_key, 0, MAX_FEED_FORWARD_LENGTH)
     if vocab_size is None:
         tokens = metadata.get("tokenizer.ggml.tokens")
-        vocab_size = len(tokens) if tokens else int(get("vocab_size", 0))
-    window = metadata.get(f"{arch}.attention.sliding_window")
-    context = metadata.get(f"{arch}.context_length")
+        if tokens is not None and hasattr(tokens, "__len__") and len(tokens):
+            vocab_size = len(tokens)
+        else:
+            vocab_size = number("vocab_size", 0, MAX_VOCAB_SIZE, 0)
+    vocab_size = shape_int(vocab_size, "the vocabulary size", 0, MAX_VOCAB_SIZE)
+    window = optional("attention.sliding_window", 0, MAX_CONTEXT_LENGTH)
+    context = optional("context_length", 1, MAX_CONTEXT_LENGTH)
+    expert_count = optional("expert_count", 0, MAX_EXPERT_COUNT) or 0
+    expert_used = optional("expert_used_count", 0, expert_count) or 0
+    expert_ff = optional("expert_feed_forward_length", 0, MAX_FEED_FORWARD_LENGTH) or 0
     return ModelShape(
         architecture=arch,
         block_count=layers,
@@ -429,19 +529,19 @@ def shape_from_metadata(
         head_count_kv=head_count_kv,
         key_length=key_length,
         value_length=value_length,
-        feed_forward_length=int(feed_forward),
-        vocab_size=int(vocab_size),
+        feed_forward_length=feed_forward,
+        vocab_size=vocab_size,
         weights_bytes=weights_bytes,
         layer_weights_bytes=layer_weights_bytes,
         output_weights_bytes=output_weights_bytes,
         input_weights_bytes=input_weights_bytes,
         tensor_count=tensor_count,
-        context_length=int(context) if context else None,
-        sliding_window=int(window) if window else None,
+        context_length=context,
+        sliding_window=window or None,
         swa_layers=swa_layers_for(arch, metadata, layers),
-        expert_count=int(metadata.get(f"{arch}.expert_count") or 0),
-        expert_used_count=int(metadata.get(f"{arch}.expert_used_count") or 0),
-        expert_feed_forward_length=int(metadata.get(f"{arch}.expert_feed_forward_length") or 0),
+        expert_count=expert_count,
+        expert_used_count=expert_used,
+        expert_feed_forward_length=expert_ff,
     )
 
 
@@ -526,6 +626,7 @@ _QUANT_IN_NAME = re.compile(
 )
 _PARAMS_IN_TEXT = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*([kmbt])(?![a-z])", re.IGNORECASE)
 _PARAM_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+MAX_PARAMETER_COUNT = 10**15
 
 
 def quantization_name(value: Any) -> str | None:
@@ -545,14 +646,19 @@ def parameter_count(value: Any) -> int | None:
     """A parameter count from a number or text such as "7B", "3.2B", "270M", "8x7B"."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float) and value > 0:
-        return int(value)
-    if isinstance(value, str):
-        experts = re.search(r"(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*([kmbt])", value, re.IGNORECASE)
+    count: float | None = None
+    if isinstance(value, int | float):
+        count = value
+    elif isinstance(value, str):
+        text = value[:200]  # a name or a size label; never scan megabytes of it
+        experts = re.search(r"(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*([kmbt])", text, re.IGNORECASE)
+        match = _PARAMS_IN_TEXT.search(text)
         if experts:
-            count, size, unit = experts.groups()
-            return int(int(count) * float(size) * _PARAM_UNITS[unit.lower()])
-        match = _PARAMS_IN_TEXT.search(value)
-        if match:
-            return int(float(match.group(1)) * _PARAM_UNITS[match.group(2).lower()])
-    return None
+            number, size, unit = experts.groups()
+            count = float(number) * float(size) * _PARAM_UNITS[unit.lower()]
+        elif match:
+            count = float(match.group(1)) * _PARAM_UNITS[match.group(2).lower()]
+    # Not a number, infinite, or beyond any model (a quadrillion parameters): no count.
+    if count is None or not 0 < count <= MAX_PARAMETER_COUNT:
+        return None
+    return int(count)

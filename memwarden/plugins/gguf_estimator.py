@@ -21,9 +21,15 @@ import attrs
 from memwarden.core.config import Config
 from memwarden.core.errors import ModelFileError, ModelNotFound
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
-from memwarden.estimation.gguf import GGUFModel, read_model
+from memwarden.estimation.gguf import GGUFModel, read_model, shown
 from memwarden.estimation.model_files import ModelSearch, find_model_file, looks_like_path
-from memwarden.estimation.sizing import ShapeError, memory_estimate, shape_from_metadata
+from memwarden.estimation.sizing import (
+    MAX_BLOCK_COUNT,
+    ModelShape,
+    ShapeError,
+    memory_estimate,
+    shape_from_metadata,
+)
 from memwarden.hookspecs import hookimpl
 
 NAME = "gguf-estimator"
@@ -101,8 +107,11 @@ def locate(model: ModelRef, options: dict[str, Any], config: Config | None) -> P
     return found
 
 
-def shape_of(gguf: GGUFModel) -> Any:
-    """The sizing shape of a parsed GGUF model, with per-layer weight bytes."""
+def shape_of(gguf: GGUFModel) -> ModelShape:
+    """The sizing shape of a parsed GGUF model, with per-layer weight bytes.
+
+    Raises ShapeError for metadata outside the sizing limits, and for a block tensor
+    (``blk.N.*``) whose N is not below ``block_count`` (so no tensor name sizes a list)."""
     layer_bytes: dict[int, int] = {}
     output = 0
     inputs = 0
@@ -110,7 +119,12 @@ def shape_of(gguf: GGUFModel) -> Any:
         size = tensor.nbytes + (-tensor.nbytes) % gguf.alignment
         if tensor.name.startswith(_LAYER_PREFIX):
             index = tensor.name.split(".", 2)[1]
-            if index.isdigit():
+            if index.isascii() and index.isdigit():
+                if len(index) > 4 or int(index) >= MAX_BLOCK_COUNT:
+                    raise ShapeError(
+                        f"tensor {shown(tensor.name)} is in block {shown(index)}; a model has "
+                        f"at most {MAX_BLOCK_COUNT:,} blocks"
+                    )
                 layer_bytes[int(index)] = layer_bytes.get(int(index), 0) + size
                 continue
         if tensor.name.startswith(_INPUT_TENSORS):
@@ -118,7 +132,7 @@ def shape_of(gguf: GGUFModel) -> Any:
         else:
             output += size
     layers = max(layer_bytes, default=-1) + 1
-    return shape_from_metadata(
+    shape = shape_from_metadata(
         gguf.metadata,
         weights_bytes=gguf.tensor_bytes(),
         tensor_count=len(gguf.tensors),
@@ -126,18 +140,33 @@ def shape_of(gguf: GGUFModel) -> Any:
         output_weights_bytes=output,
         input_weights_bytes=inputs,
     )
+    if layers > shape.block_count:
+        raise ShapeError(
+            f"the file has tensors of block {layers - 1}, but {shape.architecture}.block_count "
+            f"is {shape.block_count}"
+        )
+    return shape
 
 
 def estimate_file(
     model: ModelRef, path: Path, context_tokens: int, options: dict[str, Any]
 ) -> MemoryEstimate:
-    gguf = read_model_cached(path)
+    """The estimate of the model in the GGUF file at ``path`` (header cached per version)."""
+    return estimate_gguf(model, path, read_model_cached(path), context_tokens, options)
+
+
+def estimate_gguf(
+    model: ModelRef, path: Path, gguf: GGUFModel, context_tokens: int, options: dict[str, Any]
+) -> MemoryEstimate:
+    """The estimate of an already parsed GGUF model; a shape sizing cannot use is a
+    ModelFileError naming the file and the key."""
     try:
         shape = shape_of(gguf)
-    except (ShapeError, ValueError, TypeError) as exc:
+    except ShapeError as exc:
         raise ModelFileError(
             f"{path}: cannot size this model: {exc}",
-            hint="the file lacks metadata llama.cpp needs; convert it again with llama.cpp",
+            hint="the file's metadata is missing, damaged or beyond any real model; download "
+            "it again, or convert it again with llama.cpp",
         ) from None
     parts = f" ({len(gguf.paths)} split parts)" if len(gguf.paths) > 1 else ""
     return memory_estimate(

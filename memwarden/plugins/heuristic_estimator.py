@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memwarden.core.config import NoOptions
+from memwarden.core.errors import EstimateUnavailable
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.estimation.gguf import ggml_type
 from memwarden.estimation.metadata import reported_size, split_metadata
@@ -21,6 +22,8 @@ from memwarden.estimation.sizing import (
     BITS_PER_WEIGHT,
     DEFAULT_UBATCH_TOKENS,
     F32_BYTES,
+    MAX_RUN_CONTEXT,
+    MAX_RUN_PARALLEL,
     MiB,
     parameter_count,
     quantization_name,
@@ -83,6 +86,11 @@ def estimate_model_size(
     except ValueError:
         kv_bytes_per_element = 2.0
     parallel = int(options.get("parallel") or 1)
+    if not (0 < context_tokens <= MAX_RUN_CONTEXT and 0 < parallel <= MAX_RUN_PARALLEL):
+        raise EstimateUnavailable(
+            f"{model.name}: cannot size {context_tokens:,} tokens x {parallel:,} sequences",
+            hint=f"ask for 1 to {MAX_RUN_CONTEXT:,} tokens and 1 to {MAX_RUN_PARALLEL:,} sequences",
+        )
     tokens = context_tokens * parallel
     kv = int(params * KV_F16_BYTES_PER_TOKEN_PER_PARAM * tokens * kv_bytes_per_element / 2)
     ubatch = min(int(options.get("ubatch_tokens") or DEFAULT_UBATCH_TOKENS), tokens)

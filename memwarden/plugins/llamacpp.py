@@ -36,6 +36,7 @@ from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
 from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
+from memwarden.estimation.gguf import check_regular
 from memwarden.hookspecs import hookimpl
 
 _INSTALL_HINT = "install the extra: pip install 'memwarden[llamacpp]'"
@@ -218,11 +219,13 @@ class LlamaCppProvider(Provider):
     def _find(self, model: str) -> tuple[str, Path]:
         as_path = Path(model).expanduser()
         if as_path.suffix == ".gguf":
-            if not as_path.is_file():
+            if not as_path.exists():
                 raise ModelNotFound(
                     f"llamacpp: model file {as_path} not found",
                     hint="check the path",
                 )
+            # A FIFO or device would block the worker's llama.cpp forever in open().
+            check_regular(as_path)
             return as_path.stem, as_path.resolve()
         files = self._files()
         if model not in files:
@@ -232,6 +235,7 @@ class LlamaCppProvider(Provider):
                 hint="put the .gguf file in models_dir, list it in [plugins.llamacpp] models, "
                 "or give its path",
             )
+        check_regular(files[model])
         return model, files[model]
 
     def _reap(self) -> None:
@@ -270,6 +274,8 @@ class LlamaCppProvider(Provider):
                 gguf_path=str(path),
             )
             for name, path in self._files().items()
+            # A FIFO, device or folder named *.gguf is no model; loading it by name says why.
+            if path.is_file() or not path.exists()
         ]
 
     def loaded_models(self) -> list[LoadedModel]:
