@@ -12,7 +12,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,12 +91,17 @@ class FakeOllama:
     out_of_memory: bool = False
     requests: list[tuple[str, str, Any]] = attrs.field(factory=list)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    # The server's wall clock (keep-alive expiry); a test passes a ManualClock to move it.
+    clock: Callable[[], float] = time.time
 
     def find(self, name: str) -> FakeModel | None:
         return self.models.get(name) or self.models.get(f"{name}:latest")
 
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
     def expire(self) -> None:
-        now = datetime.now(UTC)
+        now = self.now()
         for name in [n for n, m in self.loaded.items() if m.expires_at <= now]:
             del self.loaded[name]
 
@@ -170,7 +175,7 @@ class FakeOllama:
         model = self.find(name)
         if model is None:
             return 404, {"error": f'model "{name}" not found, try pulling it first'}
-        created_at = _iso(datetime.now(UTC))
+        created_at = _iso(self.now())
         keep_alive = _keep_alive(body.get("keep_alive"))
         prompt = body.get("prompt") or ""
         if not prompt and keep_alive == timedelta(0):
@@ -187,7 +192,7 @@ class FakeOllama:
                 "error": "model requires more system memory (9.6 GiB) than is available (3.2 GiB)"
             }
         options = body.get("options") or {}
-        expires_at = datetime.now(UTC) + (keep_alive or timedelta(days=365 * 100))
+        expires_at = self.now() + (keep_alive or timedelta(days=365 * 100))
         self.loaded[model.name] = Loaded(
             model=model,
             context_length=int(options.get("num_ctx", 4096)),

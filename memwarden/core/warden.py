@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -65,11 +65,20 @@ def _own_pools(pools: list[MemoryPool]) -> list[MemoryPool]:
 class Warden:
     """One configured memwarden.
 
-    ``Warden.from_config()`` in programs; ``Warden(config, plugins)`` in tests.
+    ``Warden.from_config()`` in programs; ``Warden(config, plugins)`` in tests. ``clock`` is
+    the monotonic clock behind the providers' retry window; tests pass a
+    :class:`memwarden.testing.fakes.ManualClock` so that no test waits for real time.
     """
 
-    def __init__(self, config: Config, plugins: Plugins | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.plugins = plugins if plugins is not None else Plugins(config)
         self.plugins.failure_listeners.append(self._on_plugin_failure)
         self._providers: dict[str, Provider] | None = None
@@ -185,7 +194,7 @@ class Warden:
         providers = list(self.providers().values())
         if not providers:
             return []
-        now = time.monotonic()
+        now = self.clock()
         asked = [p for p in providers if self._down_until.get(p.name, (0.0, ""))[0] <= now]
         answers: dict[str, Any] = {}
         if asked:
@@ -224,7 +233,7 @@ class Warden:
         else:
             self._down_until.pop(name, None)
             return
-        self._down_until[name] = (time.monotonic() + PROVIDER_RETRY_AFTER_S, reason)
+        self._down_until[name] = (self.clock() + PROVIDER_RETRY_AFTER_S, reason)
 
     def provider_statuses(self) -> list[ProviderStatus]:
         statuses = []

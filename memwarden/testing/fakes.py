@@ -44,6 +44,31 @@ GIB = 2**30
 KV_BYTES_PER_TOKEN = 128 * 1024
 
 
+class ManualClock:
+    """A clock that moves only when a test moves it, for tests that must not depend on how busy
+    the machine is. Pass it as ``clock`` (``Warden``, ``Monitor``) and its :meth:`sleep` as
+    ``sleep`` (``Monitor``)::
+
+        clock = ManualClock()
+        monitor = Monitor(governor, psi=False, clock=clock, sleep=clock.sleep)
+        monitor.run(duration_s=1.0)   # returns at once; the clock reads 1 s later
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """What ``time.sleep`` would do, without the wait: the clock moves ``seconds`` ahead."""
+        self.advance(max(seconds, 0.0))
+
+
 class ScriptedDevice:
     """One system pool whose usage the test sets; loaded models add to it."""
 
