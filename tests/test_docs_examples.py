@@ -107,6 +107,18 @@ def test_persist_state_example(tmp_path):
     assert '"message": "up"' in (tmp_path / "event.jsonl").read_text()
 
 
+def test_read_state_example_reads_back_what_the_persist_state_example_wrote(tmp_path):
+    config = parse_config_data({"plugins": {"jsonl": {"folder": str(tmp_path)}}}, None)
+    warden = warden_with(plugin_from("persist_state"), config)
+    warden.plugins.register(plugin_from("read_state"))
+    events = [Event(kind="level-changed", message=str(n), at=1000.0 + n) for n in range(3)]
+    for event in events:
+        warden.emit(event)
+    assert warden.read_state("event", since=1001.0, limit=1) == [events[2]]
+    assert warden.read_state("event", since=1001.0, limit=5) == events[1:]
+    assert_no_plugin_failures(warden)
+
+
 def test_pick_model_example():
     warden = warden_with(plugin_from("pick_model"))
     small = AvailableModel("small", "p", size_bytes=1, max_context_tokens=2048)

@@ -23,6 +23,7 @@ from memwarden.core.errors import (
     ProviderUnavailable,
 )
 from memwarden.core.plugins import Plugins
+from memwarden.core.serialize import record_type
 from memwarden.core.providers import Provider, same_model
 from memwarden.core.types import (
     AvailableModel,
@@ -365,10 +366,36 @@ class Warden:
         if self.config.state.enabled:
             self.hook.persist_state(kind=kind, record=record, config=self.config)
 
+    def read_state(self, kind: str, *, since: float | None = None, limit: int = 100) -> list[Any]:
+        """The newest ``limit`` records of ``kind`` (one of ``hookspecs.PERSISTED_KINDS``) that
+        happened at or after ``since``, oldest first; empty when state is off or no persistence
+        plugin can read. The way into memwarden's history for reports and plugins."""
+        record_type(kind)
+        if not self.config.state.enabled:
+            return []
+        records = self.hook.read_state(kind=kind, since=since, limit=limit, config=self.config)
+        return list(records or ())
+
     @property
     def plugin_failures(self) -> Sequence[PluginFailure]:
         return list(self.plugins.failures.values())
 
     def _on_plugin_failure(self, failure: PluginFailure) -> None:
-        # Not routed through emit(): a failing on_event plugin would report itself forever.
+        # Once per plugin and hook: a plugin failing on every sample must not flood the event
+        # log, and an on_event or persist_state plugin that fails while this very event is
+        # emitted fails a second time, which is not emitted again.
         log.debug("recorded plugin failure %s", failure)
+        if failure.hook is None or failure.count > 1:
+            return
+        self.emit(
+            Event(
+                kind="plugin-failed",
+                message=f"plugin {failure.plugin!r} failed in {failure.hook}: {failure.error}",
+                data={
+                    "plugin": failure.plugin,
+                    "hook": failure.hook,
+                    "error": failure.error,
+                    "distribution": failure.distribution,
+                },
+            )
+        )

@@ -22,12 +22,14 @@ from typing import Any
 import attrs
 
 from memwarden.core.config import Config
+from memwarden.core.errors import ModelNotFound
 from memwarden.core.plugins import BUILTIN_PLUGINS, Plugins
 from memwarden.core.providers import Provider
 from memwarden.core.types import (
     AvailableModel,
     Confidence,
     Event,
+    GenerateResult,
     LoadedModel,
     MemoryEstimate,
     MemoryPool,
@@ -163,6 +165,19 @@ class MemoryProvider(Provider):
         loaded = self.models.pop(model)
         self.device.models_bytes -= loaded.total_bytes
         self.unloaded.append(model)
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        """Answer with the prompt reversed, from a loaded model (so usage can be counted)."""
+        if not any(m.name == model for m in self.models.values()):
+            raise ModelNotFound(f"memory: model {model!r} is not loaded")
+        words = prompt.split()
+        return GenerateResult(
+            model=model,
+            provider=self.name,
+            text=" ".join(reversed(words)),
+            prompt_tokens=len(words),
+            completion_tokens=len(words),
+        )
 
     def set(self, instance: str, **changes: object) -> None:
         """Change what the runtime reports about a loaded instance (idle time, requests)."""
