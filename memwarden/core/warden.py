@@ -23,8 +23,8 @@ from memwarden.core.errors import (
     ProviderUnavailable,
 )
 from memwarden.core.plugins import Plugins
-from memwarden.core.serialize import record_type
 from memwarden.core.providers import Provider, same_model
+from memwarden.core.serialize import record_type
 from memwarden.core.types import (
     AvailableModel,
     Confidence,
