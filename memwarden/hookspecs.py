@@ -150,7 +150,8 @@ def read_state(kind: str, since: float | None, limit: int, config: Config) -> Se
     stores records must give them back equal: ``to_data`` of each record read equals ``to_data``
     of the record stored (the conformance suite checks this).
 
-    :param kind: one of :data:`PERSISTED_KINDS`; any other kind is a ``StateError``.
+    :param kind: one of :data:`PERSISTED_KINDS` (the warden raises ``StateError`` for any other
+        before it calls this hook).
     :param since: only records that happened at or after this time (``time.time()`` seconds, as
         ``memwarden.core.serialize.record_time`` gives it: an event's ``at``, a reading's
         ``taken_at``, a call's ``started_at``), or None for all.
