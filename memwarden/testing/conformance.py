@@ -222,13 +222,13 @@ class DevicePluginContract(_PluginContract):
             assert pool.source, f"{pool.id}: name the plugin in `source`"
 
     def test_pool_ids_are_unique_and_stable(self, warden: Warden) -> None:
-        first = [pool.id for pool in warden.snapshot().pools]
-        second = [pool.id for pool in warden.snapshot().pools]
+        first = [pool.id for pool in self._pools(warden)]
+        second = [pool.id for pool in self._pools(warden)]
         assert len(first) == len(set(first)), f"duplicate pool ids: {first}"
         assert first == second, "pool ids must not change between snapshots"
 
     def test_processes_hold_no_more_than_the_pool(self, warden: Warden) -> None:
-        for pool in warden.snapshot().pools:
+        for pool in self._pools(warden):
             for process in pool.processes:
                 assert process.pid > 0
                 assert 0 <= process.used_bytes <= pool.total_bytes
