@@ -25,7 +25,7 @@ DOC = Path(__file__).parent.parent / "docs" / "plugins.md"
 
 
 def hook_examples() -> dict[str, str]:
-    text = DOC.read_text().split("## Every hook", 1)[1].split("## Proving", 1)[0]
+    text = DOC.read_text().split("## Every hook", 1)[1].split("## Testing your plugin", 1)[0]
     sections = re.split(r"^### `(\w+)\(", text, flags=re.M)[1:]
     examples = {}
     for hook, body in zip(sections[::2], sections[1::2], strict=True):
@@ -150,6 +150,14 @@ def test_on_event_example():
 def test_example_registers_cleanly(hook):
     warden = warden_with(plugin_from(hook))
     assert hook in warden.plugins.plugin_list()[0].hooks
+
+
+def test_the_testing_example_runs_as_written_with_plain_pytest(pytester):
+    testing = DOC.read_text().split("## Testing your plugin", 1)[1]
+    [example] = re.findall(r"```python\n(.*?)```", testing, flags=re.S)
+    pytester.makepyfile(memwarden_fpga=EXAMPLES["detect_device"], test_fpga=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
 
 
 CONFIG_DOCS = [

@@ -69,3 +69,32 @@ def test_import_memwarden_loads_neither_the_types_nor_the_config():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_method_internals_md_calls_stable_exists():
+    import re
+    from pathlib import Path
+
+    from memwarden.core.warden import Warden
+
+    text = (Path(__file__).parent.parent / "docs" / "internals.md").read_text()
+    owners = {"Config": memwarden.Config, "Provider": memwarden.Provider, "Warden": Warden}
+    named = set(re.findall(r"`(Config|Provider|Warden)\.(\w+)", text))
+    instance_fields = {("Config", f.name) for f in attrs.fields(memwarden.Config)}
+    missing = sorted(
+        f"{owner}.{name}"
+        for owner, name in named
+        if (owner, name) not in instance_fields
+        and not hasattr(owners[owner], name)
+        and name not in _set_in_init(owners[owner])
+        and name not in owners[owner].__annotations__
+    )
+    assert missing == []
+
+
+def _set_in_init(cls) -> set[str]:
+    import re
+
+    if cls.__init__ is object.__init__:
+        return set()
+    return set(re.findall(r"self\.(\w+) = ", inspect.getsource(cls.__init__)))
