@@ -44,7 +44,7 @@ class PressureCallClock:
         self.at: float | None = None
 
     @hookimpl
-    def on_pressure(self, reading, warden) -> None:
+    def on_pressure(self, reading, context) -> None:
         if not self.called.is_set():
             self.at = time.perf_counter()
             self.called.set()

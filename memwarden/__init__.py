@@ -1,7 +1,8 @@
 """memwarden keeps locally run LLMs inside the memory a machine really has.
 
 What a plugin author needs is importable from here: ``hookimpl``, the data types that cross a hook
-boundary, ``Provider``, ``Config``, the errors, and ``to_data`` / ``from_data``::
+boundary, ``Provider``, ``Config`` (with ``ModelPolicy``), ``StrategyContext``, the errors, and
+``to_data`` / ``from_data``::
 
     from memwarden import MemoryPool, PoolKind, hookimpl
 
@@ -26,6 +27,7 @@ _ERRORS = "memwarden.core.errors"
 _LAZY: dict[str, str] = {
     # core/types.py: data that crosses a hook boundary
     "Action": _TYPES,
+    "ActionKind": _TYPES,
     "AvailableModel": _TYPES,
     "Confidence": _TYPES,
     "ContextWindow": _TYPES,
@@ -64,6 +66,8 @@ _LAZY: dict[str, str] = {
     "UnknownPluginError": _ERRORS,
     # the rest of a plugin's world
     "Config": "memwarden.core.config",
+    "ModelPolicy": "memwarden.core.config",
+    "StrategyContext": "memwarden.core.strategy",
     "Provider": "memwarden.core.providers",
     "from_data": "memwarden.core.serialize",
     "to_data": "memwarden.core.serialize",
@@ -72,6 +76,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "PERSISTED_KINDS",
     "Action",
+    "ActionKind",
     "AvailableModel",
     "Confidence",
     "Config",
@@ -92,6 +97,7 @@ __all__ = [
     "ModelChoice",
     "ModelFileError",
     "ModelNotFound",
+    "ModelPolicy",
     "ModelRef",
     "ModelRequest",
     "PluginError",
@@ -107,6 +113,7 @@ __all__ = [
     "ProviderStatus",
     "ProviderUnavailable",
     "StateError",
+    "StrategyContext",
     "UnknownPluginError",
     "UsageRecord",
     "__version__",
@@ -116,7 +123,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from memwarden.core.config import Config
+    from memwarden.core.config import Config, ModelPolicy
     from memwarden.core.errors import (
         ConfigError,
         EstimateUnavailable,
@@ -133,8 +140,10 @@ if TYPE_CHECKING:
     )
     from memwarden.core.providers import Provider
     from memwarden.core.serialize import from_data, to_data
+    from memwarden.core.strategy import StrategyContext
     from memwarden.core.types import (
         Action,
+        ActionKind,
         AvailableModel,
         Confidence,
         ContextWindow,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from memwarden.core.config import Config
     from memwarden.core.providers import Provider
+    from memwarden.core.strategy import StrategyContext
     from memwarden.core.types import (
         Action,
         AvailableModel,
@@ -93,19 +94,27 @@ def estimate_model_size(
 
 
 @hookspec
-def on_pressure(reading: PressureReading, warden: Warden) -> Sequence[Action] | None:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> Sequence[Action] | None:
     """Propose actions that would relieve memory pressure.
 
-    Called by the governor when the pressure level changes and while it stays above NORMAL, and
-    by ``memwarden plan`` for a dry run. Strategies only propose: the core orders all proposals
-    (cheapest that relieves the pressure first), executes them one at a time, measures again, and
-    stops once pressure is relieved.
+    Called by the governor when the pressure level changes to one above NORMAL, again every
+    ``retrigger_interval_s`` while it stays there, after each action a ladder round takes (with
+    the new reading), and by ``memwarden plan`` for a dry run. Strategies only propose: the core
+    checks every proposal, orders them (cheapest that relieves the pressure first), executes one
+    at a time, measures again, and stops once pressure is relieved.
 
     :param reading: the pressure level per pool and overall, with the snapshot behind it.
-    :param warden: the running core: ``warden.providers()``, ``warden.loaded_models()``,
-        ``warden.config``.
-    :return: a list of ``Action`` (each with the bytes it expects to free and its cost), or None.
-        Every strategy contributes.
+    :param context: a read-only :class:`memwarden.core.strategy.StrategyContext` for this
+        reading: ``loaded_models``, ``policy(model)`` (priority, pinned, critical),
+        ``eviction_cost(model)`` / ``eviction_costs(models)``, ``usage(model)``,
+        ``requests_in_flight(model)``, ``now`` (the governor's clock), ``sessions``,
+        ``refusing_loads``, ``releasable_cache_bytes``, ``estimate(model, context_tokens)`` and
+        ``config``.
+    :return: a list of ``Action`` (an ``ActionKind`` with the fields that kind needs, the bytes
+        it expects to free and its cost), or None. Every strategy contributes. A proposal no
+        executor handles is dropped with an ``action-rejected`` event, and one that would unload
+        or shrink a critical model (or a pinned or busy one below EMERGENCY) with an
+        ``action-refused`` event; both name ``Action.strategy``.
     """
 
 

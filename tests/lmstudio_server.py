@@ -77,6 +77,8 @@ class FakeLMStudio:
     delay_s: float = 0.0
     out_of_memory: bool = False
     malformed: bool = False
+    # Connects and greets, but every listing fails as LM Studio does when it is out of memory.
+    failing_lists: bool = False
     received: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
     # HTTP probes of /lmstudio-greeting: a new SDK client makes one before it connects.
     greetings: int = 0
@@ -86,6 +88,8 @@ class FakeLMStudio:
         """The result of a remote call; raises _RemoteError for an rpcError."""
         if self.malformed:
             return [{"identifier": 42}] if endpoint == "listLoaded" else {"surprise": True}
+        if self.failing_lists and endpoint in ("listLoaded", "listDownloadedModels"):
+            raise _RemoteError({"title": "Out of memory: cannot list models"})
         if (namespace, endpoint) == ("system", "listDownloadedModels"):
             return self.downloaded
         if endpoint == "listLoaded":

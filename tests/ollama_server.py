@@ -1,6 +1,12 @@
 """A loopback Ollama server for tests: the documented endpoints, answers shaped as in Ollama's
 API documentation (docs/api.md), and switchable faults.
 
+Fault modes for the neighbours a memory tool must survive: ``drip_s`` sends each answer one byte
+at a time (no per-read timeout ever fires), ``hang`` reads the request and never answers,
+``answers`` replaces what one endpoint answers (a 500, the wrong shape, nulls), ``version`` sets
+what /api/version says (a 10 MB string), and ``faulty_paths`` limits drip and hang to some
+endpoints (a server that answers its version but hangs on /api/ps).
+
 It keeps Ollama's keep-alive semantics: a generate call with an empty prompt loads the model
 and keeps it for ``keep_alive`` (default 5 minutes), keep-alive 0 unloads it, and /api/ps
 reports each loaded model with its ``expires_at``.
@@ -89,10 +95,20 @@ class FakeOllama:
     delay_s: float = 0.0
     malformed: bool = False
     out_of_memory: bool = False
+    drip_s: float = 0.0
+    hang: bool = False
+    faulty_paths: tuple[str, ...] | None = None
+    answers: dict[str, tuple[int, Any]] = attrs.field(factory=dict)
+    version: str = "0.5.1"
     requests: list[tuple[str, str, Any]] = attrs.field(factory=list)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
     # The server's wall clock (keep-alive expiry); a test passes a ManualClock to move it.
     clock: Callable[[], float] = time.time
+    # Set when the server shuts down: hung and dripping answers end then.
+    released: threading.Event = attrs.field(factory=threading.Event)
+
+    def faulty(self, path: str) -> bool:
+        return self.faulty_paths is None or path in self.faulty_paths
 
     def find(self, name: str) -> FakeModel | None:
         return self.models.get(name) or self.models.get(f"{name}:latest")
@@ -110,8 +126,10 @@ class FakeOllama:
             self.requests.append((method, path, body))
             self.expire()
             route = (method, path)
+            if path in self.answers:
+                return self.answers[path]
             if route == ("GET", "/api/version"):
-                return 200, {"version": "0.5.1"}
+                return 200, {"version": self.version}
             if route == ("GET", "/api/tags"):
                 return 200, {"models": [self.tag(m) for m in self.models.values()]}
             if route == ("GET", "/api/ps"):
@@ -229,6 +247,9 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw) if raw else {}
             if fake.delay_s:
                 time.sleep(fake.delay_s)
+            if fake.hang and fake.faulty(self.path):
+                fake.released.wait()
+                return
             status, answer = fake.handle(method, self.path, body)
             if fake.malformed:
                 payload = b'{"models": [{"name": "llama3.2:latest", "size": '
@@ -243,7 +264,14 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             # The client may have given up waiting (the timeout tests).
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(payload)
+                if fake.drip_s and fake.faulty(self.path):
+                    for offset in range(len(payload)):
+                        self.wfile.write(payload[offset : offset + 1])
+                        self.wfile.flush()
+                        if fake.released.wait(fake.drip_s):
+                            return
+                else:
+                    self.wfile.write(payload)
 
         def do_GET(self) -> None:
             self._serve("GET")
@@ -265,5 +293,6 @@ def serve(fake: FakeOllama | None = None) -> Iterator[tuple[str, FakeOllama]]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", fake
     finally:
+        fake.released.set()
         server.shutdown()
         server.server_close()

@@ -72,7 +72,8 @@ def test_estimate_of_a_truncated_file_fails_with_the_reason(run_cli, model_file,
 
 
 def test_fit_answers_yes_with_exit_0(run_cli, model_file):
-    result = run_cli("fit", str(model_file), "--json")
+    # Pinned to system RAM, so the answer is the same on a host with a GPU.
+    result = run_cli("fit", str(model_file), "--pool", "system", "--json")
     assert result.exit_code == 0
     data = result.json()
     assert data["fits"] is True
@@ -82,7 +83,7 @@ def test_fit_answers_yes_with_exit_0(run_cli, model_file):
 
 def test_fit_answers_no_with_exit_3(run_cli, model_file, write_config):
     config = write_config("[budget]\nsafety_margin_percent = 100.0\n")
-    result = run_cli("--config", str(config), "fit", str(model_file), "--json")
+    result = run_cli("--config", str(config), "fit", str(model_file), "--pool", "system", "--json")
     assert result.exit_code == 3
     assert result.json()["fits"] is False
 
@@ -94,12 +95,13 @@ def test_fit_into_an_unknown_pool_is_bad_usage(run_cli, model_file):
 
 
 def test_fit_max_ctx_stops_at_the_trained_context(run_cli, model_file):
-    data = run_cli("fit", str(model_file), "--max-ctx", "--json").json()
+    data = run_cli("fit", str(model_file), "--pool", "system", "--max-ctx", "--json").json()
     assert data["max_context_tokens"] == 8192
     assert data["memory_limit_context_tokens"] > 8192
 
 
-def test_fit_with_gpu_layers_and_no_gpu_is_bad_usage(run_cli, model_file):
-    result = run_cli("fit", str(model_file), "--gpu-layers", "2")
+def test_fit_with_gpu_layers_and_no_gpu_is_bad_usage(run_cli, model_file, write_config):
+    config = write_config('[plugins]\ndisabled = ["nvidia", "amd", "apple"]\n')
+    result = run_cli("--config", str(config), "fit", str(model_file), "--gpu-layers", "2")
     assert result.exit_code == 2
     assert "needs a GPU pool" in result.stderr

@@ -227,3 +227,69 @@ def test_a_provider_model_is_sized_from_the_providers_own_description(capped_con
     assert estimate.estimator == "metadata-estimator"
     assert estimate.confidence is Confidence.MEDIUM
     assert estimate.kv_cache_bytes > 0
+
+
+def test_generate_on_a_model_that_does_not_fit_is_refused_with_exit_3(
+    run_cli, capped_config, fake_ollama
+):
+    _, state = fake_ollama
+    capped_config("100MB")
+    result = run_cli("generate", "llama3.2", "why is the sky blue", "--json")
+    assert result.exit_code == 3, result.stderr
+    error = result.json()["error"]
+    assert error["code"] == "insufficient-memory"
+    assert error["message"].startswith("refused to load 'llama3.2': ")
+    assert state.loaded == {}
+
+
+def test_generate_on_a_model_that_fits_loads_it_through_admission(
+    run_cli, capped_config, fake_ollama, tmp_path
+):
+    _, state = fake_ollama
+    capped_config("6GB")
+    result = run_cli("generate", "llama3.2", "why is the sky blue", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert set(state.loaded) == {"llama3.2:latest"}
+    events = sqlite_utils.Database(tmp_path / "state.db")["event"].rows_where(
+        "kind = ?", ["model-loaded"]
+    )
+    assert [e["message"] for e in events] == ["loaded llama3.2:latest (ollama) with priority 0"]
+
+
+def test_generate_makes_room_by_evicting_a_lower_priority_model(
+    run_cli, capped_config, fake_ollama
+):
+    _, state = fake_ollama
+    capped_config("6GB")
+    assert run_cli("load", "deepseek-r1", "--ctx", "4096").exit_code == 0
+    result = run_cli("generate", "llama3.2", "hello", "--priority", "1")
+    assert result.exit_code == 0, result.stderr
+    assert set(state.loaded) == {"llama3.2:latest"}
+
+
+def test_load_says_what_it_evicted(run_cli, capped_config, fake_ollama):
+    capped_config("6GB")
+    assert run_cli("load", "deepseek-r1", "--ctx", "4096").exit_code == 0
+    result = run_cli("load", "llama3.2", "--ctx", "4096", "--priority", "1")
+    assert result.exit_code == 0, result.stderr
+    first, second = result.stdout.splitlines()[:2]
+    assert first.startswith("evicted deepseek-r1:latest from ollama to make room: ")
+    assert first.endswith(" GiB freed")
+    assert second.startswith("loaded llama3.2:latest in ollama: ")
+    assert second.endswith(", context 4096, priority 1")
+
+
+def test_load_json_lists_what_it_evicted(run_cli, capped_config, fake_ollama):
+    capped_config("6GB")
+    assert run_cli("load", "deepseek-r1", "--ctx", "4096").exit_code == 0
+    data = run_cli("load", "llama3.2", "--ctx", "4096", "--priority", "1", "--json").json()
+    assert (data["name"], data["priority"]) == ("llama3.2:latest", 1)
+    assert [(m["name"], m["provider"]) for m in data["evicted"]] == [
+        ("deepseek-r1:latest", "ollama")
+    ]
+
+
+def test_load_without_a_priority_takes_the_configured_one(run_cli, capped_config, fake_ollama):
+    capped_config("6GB", extra='[models."llama3.2:latest"]\npriority = 3\n')
+    data = run_cli("load", "llama3.2", "--ctx", "4096", "--json").json()
+    assert data["priority"] == 3

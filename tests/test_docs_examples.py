@@ -6,10 +6,12 @@ import re
 import types
 from pathlib import Path
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
 from memwarden.core.config import parse_config_data
+from memwarden.core.governor import Governor
 from memwarden.core.types import (
     AvailableModel,
     ContextWindow,
@@ -77,14 +79,25 @@ def test_on_pressure_and_register_providers_examples():
     warden = warden_with(plugin_from("register_providers"))
     warden.plugins.register(plugin_from("on_pressure"))
     warden.providers()["static"].load("tiny", context_tokens=512)
-    reading = warden.pressure()
-    critical = type(reading)(
-        level=PressureLevel.CRITICAL, pools=reading.pools, snapshot=reading.snapshot
-    )
-    [[action]] = warden.hook.on_pressure(reading=critical, warden=warden)
+    governor = Governor(warden)
+    reading = governor.sample()
+    critical = attrs.evolve(reading, level=PressureLevel.CRITICAL)
+    [[action]] = warden.hook.on_pressure(reading=critical, context=governor.context(critical))
     assert (action.kind, action.model, action.expected_freed_bytes) == ("unload", "tiny", 2**20)
-    assert warden.hook.on_pressure(reading=reading, warden=warden) == []
+    assert action.strategy == "largest-first"
+    assert governor.check(action, governor.context(critical)) is None
+    assert warden.hook.on_pressure(reading=reading, context=governor.context(reading)) == []
     assert_no_plugin_failures(warden)
+
+
+def test_on_pressure_example_proposes_nothing_for_a_critical_model():
+    config = parse_config_data({"models": {"tiny": {"critical": True}}}, None)
+    warden = warden_with(plugin_from("register_providers"), config)
+    warden.plugins.register(plugin_from("on_pressure"))
+    warden.providers()["static"].load("tiny", context_tokens=512)
+    governor = Governor(warden)
+    critical = attrs.evolve(governor.sample(), level=PressureLevel.CRITICAL)
+    assert warden.hook.on_pressure(reading=critical, context=governor.context(critical)) == [[]]
 
 
 def test_compress_context_example():
@@ -183,3 +196,21 @@ def test_config_examples_in_the_docs_are_valid(text):
     import tomllib
 
     parse_config_data(tomllib.loads(text), None)
+
+
+GOVERNOR_DOC = DOC.parent / "governor.md"
+
+
+def program_examples():
+    blocks = re.findall(r"```python\n(.*?)```", GOVERNOR_DOC.read_text(), flags=re.S)
+    return [pytest.param(block, id=f"governor.md#{i}") for i, block in enumerate(blocks)]
+
+
+def test_governor_doc_has_program_examples():
+    assert len(program_examples()) == 2
+
+
+@pytest.mark.parametrize("code", program_examples())
+def test_governor_program_examples_run_as_written(code):
+    # Each block is a whole program: its own imports, its own asserts.
+    exec(compile(code, str(GOVERNOR_DOC), "exec"), {"__name__": "docs_example"})

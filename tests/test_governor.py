@@ -388,6 +388,47 @@ def test_loads_are_allowed_again_once_pressure_falls_below_critical():
 # -- ensure -------------------------------------------------------------------------------
 
 
+def test_at_critical_a_higher_priority_load_evicts_lower_priority_models_first():
+    rig = make_rig(builtin_strategies=False)
+    rig.provider.add_model("low", 20 * GIB)
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    rig.provider.load("low")
+    governor.refusing_reason = "refuse new model loads while memory pressure is CRITICAL"
+    rig.device.set_used_percent(88)
+    plan = governor.ensure(["new"], priority=5, context_tokens=1)
+    assert (plan.fits, rig.provider.unloaded) == (True, ["low#1"])
+
+
+def test_at_critical_a_load_of_the_same_priority_is_refused_and_nothing_is_evicted():
+    rig = make_rig(builtin_strategies=False)
+    rig.provider.add_model("peer", 20 * GIB)
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    rig.provider.load("peer")
+    governor.refusing_reason = "refuse new model loads while memory pressure is CRITICAL"
+    rig.device.set_used_percent(88)
+    with pytest.raises(InsufficientMemory) as info:
+        governor.ensure(["new"], priority=0, context_tokens=1)
+    assert info.value.message.startswith(
+        "refused to load 'new': memory pressure is CRITICAL: refuse new model loads while "
+        "memory pressure is CRITICAL; while loads are refused, a load goes ahead only by "
+        "evicting lower-priority models that free at least what it takes"
+    )
+    assert info.value.message.endswith("not evictable: peer#1 has priority 0, not below 0")
+    assert rig.provider.unloaded == []
+
+
+def test_a_load_without_a_priority_takes_the_configured_one():
+    rig = make_rig(config_with(models={"new": ModelPolicy(priority=7)}))
+    rig.provider.add_model("new", GIB)
+    governor = governor_for(rig)
+    loaded = governor.load("new", context_tokens=1)
+    assert governor.policy(loaded).priority == 7
+    [event] = [e for e in rig.events if e.kind == "model-loaded"]
+    assert event.data["priority"] == 7
+
+
 def test_ensure_evicts_only_what_is_needed_cheapest_first():
     rig = make_rig(total_bytes=100 * GIB, baseline_bytes=10 * GIB)
     for name, size in (("a", 20 * GIB), ("b", 20 * GIB), ("c", 20 * GIB), ("new", 30 * GIB)):
@@ -401,7 +442,7 @@ def test_ensure_evicts_only_what_is_needed_cheapest_first():
     plan = governor.ensure(["new"])
     assert plan.fits
     assert len(plan.evictions) == 1
-    assert rig.provider.unloaded == [plan.evictions[0].params["instance"]]
+    assert rig.provider.unloaded == [plan.evictions[0].instance_id]
     assert "a#1" in rig.provider.models
 
 
@@ -411,12 +452,12 @@ def test_ensure_drops_evictions_that_turn_out_unneeded():
     rig.provider.add_model("big", 50 * GIB)
     rig.provider.add_model("new", 40 * GIB)
     governor = governor_for(rig)
-    rig.provider.load("small")
-    rig.provider.load("big")
-    # 65 used, room 25: 15 short. "small" is cheaper? No: the small one costs more per byte,
-    # but whichever greedy takes first, "small" alone cannot cover 15 GiB and is dropped.
-    plan = governor.plan_load(["new"])
-    assert [a.params["instance"] for a in plan.evictions] == ["big#2"]
+    governor.set_priority(rig.provider.load("small"), 0)
+    governor.set_priority(rig.provider.load("big"), 1)
+    # 65 used, room 25: 15.5 GiB short. The lower-priority "small" is cheaper and taken first,
+    # but cannot cover it; "big" then covers it alone, and "small" is dropped again.
+    plan = governor.plan_load(["new"], priority=1)
+    assert [a.instance_id for a in plan.evictions] == ["big#2"]
 
 
 def test_ensure_refuses_when_even_evicting_everything_evictable_is_not_enough():
@@ -433,11 +474,14 @@ def test_ensure_refuses_when_even_evicting_everything_evictable_is_not_enough():
     rig.provider.load("spare")
     with pytest.raises(InsufficientMemory) as info:
         governor.ensure(["huge"])
-    message = info.value.message
-    assert "'huge'" in message
-    assert "short by pool system" in message
-    assert "(1 models, 10.00 GiB)" in message
-    assert "pinned#1 is pinned" in message
+    # The model, what it needs, what there is, what could be freed, what is kept and why.
+    assert info.value.message == (
+        "refused to load 'huge': 'huge' need(s) 60.5 GiB at 4,096 tokens of context "
+        "(60.5 GiB in pool system); there is 30.0 GiB free in pool system above its safety "
+        "margin (40.0 GiB available, 10.0 GiB kept free); short by pool system 30.5 GiB. "
+        "Evicting every model that may be evicted (1 model, 10.0 GiB) still leaves pool system "
+        "20.5 GiB missing; not evictable: pinned#1 is pinned"
+    )
     assert rig.provider.unloaded == []
 
 
@@ -480,8 +524,9 @@ def test_ensure_plans_for_1000_loaded_models():
     governor = governor_for(rig)
     for _ in range(1000):
         rig.provider.load("m")
-    plan = governor.plan_load(["new"])
-    # 9100 used, room 10000 - 9100 - 1000 = -100: 150 GiB to free, 17 models of 9 GiB.
+    # 91 % used is CRITICAL, where loads are refused: a load above the loaded models' priority
+    # may still evict them. Room 10000 - 9100 - 1000 = -100: 150 GiB to free, 17 models of 9 GiB.
+    plan = governor.plan_load(["new"], priority=1)
     assert plan.fits
     assert len(plan.evictions) == 17
 
@@ -531,7 +576,7 @@ def test_ensure_dry_run_plans_but_unloads_nothing():
     governor = governor_for(rig)
     rig.provider.load("old")
     plan = governor.ensure(["new"], dry_run=True)
-    assert [a.params["instance"] for a in plan.evictions] == ["old#1"]
+    assert [a.instance_id for a in plan.evictions] == ["old#1"]
     assert rig.provider.unloaded == []
 
 

@@ -78,9 +78,18 @@ def test_every_method_internals_md_calls_stable_exists():
     from memwarden.core.warden import Warden
 
     text = (Path(__file__).parent.parent / "docs" / "internals.md").read_text()
-    owners = {"Config": memwarden.Config, "Provider": memwarden.Provider, "Warden": Warden}
-    named = set(re.findall(r"`(Config|Provider|Warden)\.(\w+)", text))
-    instance_fields = {("Config", f.name) for f in attrs.fields(memwarden.Config)}
+    owners = {
+        "Config": memwarden.Config,
+        "Provider": memwarden.Provider,
+        "StrategyContext": memwarden.StrategyContext,
+        "Warden": Warden,
+    }
+    named = set(re.findall(r"`(Config|Provider|StrategyContext|Warden)\.(\w+)", text))
+    instance_fields = {
+        (owner, f.name)
+        for owner in ("Config", "StrategyContext")
+        for f in attrs.fields(owners[owner])
+    }
     missing = sorted(
         f"{owner}.{name}"
         for owner, name in named

@@ -3,6 +3,7 @@ from __future__ import annotations
 from memwarden.core.serialize import from_data, to_data
 from memwarden.core.types import (
     Action,
+    ActionKind,
     Confidence,
     Event,
     MemoryEstimate,
@@ -44,6 +45,10 @@ def test_action_round_trips():
         expected_freed_bytes=10,
         cost=1.0,
         model="m",
-        params={"idle_s": 600},
+        provider="memory",
+        instance_id="m#1",
     )
-    assert from_data(to_data(action), Action) == action
+    data = to_data(action)
+    assert data["kind"] == "unload"
+    assert from_data(data, Action) == action
+    assert from_data(data, Action).kind is ActionKind.UNLOAD

@@ -184,6 +184,7 @@ def test_each_call_is_persisted_with_latency_and_tokens(tmp_path):
     import sqlite_utils
 
     warden = make_warden(MemoryProvider("one", ("a",)), tmp_path=tmp_path)
+    warden.load("a")
     warden.generate("a", "hello")
     [row] = list(sqlite_utils.Database(tmp_path / "state.db")["usage"].rows)
     assert (row["success"], row["prompt_tokens"], row["completion_tokens"]) == (1, 1, 2)
@@ -194,6 +195,7 @@ def test_a_failed_call_is_persisted_with_its_error(tmp_path):
     import sqlite_utils
 
     warden = make_warden(MemoryProvider("one", ("a",)), tmp_path=tmp_path)
+    warden.load("a")
     with pytest.raises(ProviderError):
         warden.generate("a", "fail")
     [row] = list(sqlite_utils.Database(tmp_path / "state.db")["usage"].rows)
@@ -207,6 +209,7 @@ def test_a_provider_without_generate_says_so():
         generate = Provider.generate
 
     warden = make_warden(ListOnly("listonly", ("a",)))
+    warden.load("a")
     with pytest.raises(ProviderError, match="cannot generate text through memwarden"):
         warden.generate("a", "hello")
 

@@ -1,8 +1,9 @@
 """`memwarden estimate` and `memwarden fit`: what a model costs, and whether it fits.
 
-``fit`` exits 0 when the model fits, 3 when it does not (the code of InsufficientMemory, so a
-script can tell "does not fit" from a failure, 1, or bad usage, 2); with ``--json`` the answer is
-printed either way.
+``fit`` asks the same admission ``memwarden load`` goes through (``Governor.plan_load``), so the
+two cannot disagree: it exits 0 when a load would be admitted (showing what it would evict first)
+and 3 when it would be refused (the code of InsufficientMemory, so a script can tell "does not fit"
+from a failure, 1, or bad usage, 2); with ``--json`` the answer is printed either way.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import click
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
-from memwarden.core.budget import FitResult, MaxContext, PoolFit, check_fit, max_context
+from memwarden.core.admission import MaxContext, PoolFit, max_context
 from memwarden.core.errors import ConfigError, InsufficientMemory
+from memwarden.core.governor import LoadPlan
 from memwarden.core.serialize import to_data
 from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
-from memwarden.estimation.model_files import looks_like_path
+from memwarden.core.warden import Warden
 from memwarden.estimation.sizing import KV_CACHE_TYPES
 
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -63,7 +65,10 @@ def _model_options(command: Any) -> Any:
             help="Size for flash attention off (the compute buffer then holds full scores).",
         ),
         click.option(
-            "--provider", default=None, help="Where the name comes from: ollama or lmstudio."
+            "--provider",
+            default=None,
+            help="Where the name comes from: ollama, lmstudio or llamacpp (default: the first "
+            "reachable provider that offers it, as `load` finds it).",
         ),
         click.option(
             "--metadata",
@@ -79,6 +84,7 @@ def _model_options(command: Any) -> Any:
 
 
 def _request(
+    warden: Warden,
     model: str,
     provider: str | None,
     kv_type: str,
@@ -88,7 +94,7 @@ def _request(
     metadata_file: Path | None,
     pool_id: str | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
-    ref = ModelRef(name=model, provider=provider, path=model if looks_like_path(model) else None)
+    ref = warden.model_ref(model, provider)
     options: dict[str, Any] = {"kv_type": kv_type.lower(), "parallel": parallel}
     if gpu_layers:
         options["gpu_layers"] = gpu_layers
@@ -143,7 +149,7 @@ def estimate(
     (publisher/repo).
     """
     ref, options = _request(
-        model, provider, kv_type, parallel, gpu_layers, no_flash_attn, metadata_file
+        app.warden, model, provider, kv_type, parallel, gpu_layers, no_flash_attn, metadata_file
     )
     result = app.warden.estimate(ref, context_tokens, **options)
     if as_json:
@@ -164,16 +170,28 @@ def estimate(
     _print_notes(app, result)
 
 
-def _fit_json(result: FitResult, search: MaxContext | None) -> dict[str, Any]:
+def _fit_json(plan: LoadPlan, search: MaxContext[LoadPlan] | None) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "fits": result.fits,
-        "headroom_bytes": result.headroom_bytes,
+        "fits": plan.fits,
+        "fits_without_evicting": plan.fits and not plan.evicted,
+        "headroom_bytes": min((p.headroom_bytes for p in plan.placement), default=None),
         "pools": [
             {**_pool_data(pool), "fits": pool.fits, "needed_bytes": pool.needed_bytes}
-            for pool in result.pools
+            for pool in plan.placement
         ],
-        "reason": result.reason,
-        "estimate": result.estimate,
+        "needed_bytes": dict(plan.needed),
+        "priority": plan.priority,
+        "evictions": [
+            {
+                "model": m.name,
+                "provider": m.provider,
+                "instance": m.instance_id,
+                "total_bytes": m.total_bytes,
+            }
+            for m in plan.evicted
+        ],
+        "reason": plan.reason,
+        "estimate": plan.estimates[0],
     }
     if search is not None:
         data["max_context_tokens"] = search.context_tokens
@@ -190,6 +208,13 @@ def _pool_data(pool: PoolFit) -> dict[str, Any]:
 @_model_options
 @click.option("--pool", "pool_id", default=None, help="Pool to fit into (default: the best).")
 @click.option("--max-ctx", is_flag=True, help="Find the largest context that fits.")
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="The load's priority: models of this priority or lower may be evicted to make room "
+    '(default: [models."MODEL"] priority, else 0), as `memwarden load` would.',
+)
 @json_option
 @pass_app
 def fit(
@@ -204,38 +229,56 @@ def fit(
     metadata_file: Path | None,
     pool_id: str | None,
     max_ctx: bool,
+    priority: int | None,
     as_json: bool,
 ) -> None:
-    """Whether MODEL fits in memory now, where, and with how much headroom.
+    """Whether MODEL fits in memory now, where, with how much headroom, and what a load would
+    evict first to make room.
 
-    Exits 0 when it fits and 3 when it does not.
+    The answer is the admission `memwarden load` goes through. Exits 0 when it fits (possibly
+    after evicting) and 3 when it does not.
     """
     warden = app.warden
-    snapshot = warden.snapshot()
+    governor = warden.governor
+    reading = governor.sample()
     if gpu_layers and pool_id is None:
-        gpus = [pool.id for pool in snapshot.pools if pool.kind is PoolKind.GPU]
+        gpus = [pool.id for pool in reading.snapshot.pools if pool.kind is PoolKind.GPU]
         if not gpus:
             raise click.UsageError("--gpu-layers needs a GPU pool, and none is reported")
         pool_id = gpus[0]
     ref, options = _request(
-        model, provider, kv_type, parallel, gpu_layers, no_flash_attn, metadata_file, pool_id
+        warden,
+        model,
+        provider,
+        kv_type,
+        parallel,
+        gpu_layers,
+        no_flash_attn,
+        metadata_file,
+        pool_id,
     )
-    budget = warden.config.budget
 
-    def fit_at(tokens: int) -> FitResult:
-        return check_fit(warden.estimate(ref, tokens, **options), snapshot, budget, pool_id)
+    def fit_at(tokens: int) -> LoadPlan:
+        return governor.plan_load(
+            [ref],
+            priority,
+            context_tokens=tokens,
+            options=options,
+            reading=reading,
+            pool_id=pool_id,
+        )
 
     search = max_context(fit_at) if max_ctx else None
-    result = search.fit if search is not None else fit_at(context_tokens)
-    if result.reason and not result.pools:
+    plan = search.fit if search is not None else fit_at(context_tokens)
+    if not plan.placement:
         # An unknown --pool is bad usage (exit 2), not a model that does not fit.
-        raise click.UsageError(result.reason)
-    fits = result.fits and (search is None or search.context_tokens is not None)
+        raise click.UsageError(plan.reason or "the model cannot be placed in any pool")
+    fits = plan.fits and (search is None or search.context_tokens is not None)
 
     if as_json:
-        app.output.emit_json(_fit_json(result, search))
+        app.output.emit_json(_fit_json(plan, search))
     else:
-        _print_fit(app, model, result, search, budget.safety_margin_percent)
+        _print_fit(app, model, plan, search, warden.config.budget.safety_margin_percent)
     if not fits:
         raise click.exceptions.Exit(InsufficientMemory.exit_code)
 
@@ -243,24 +286,27 @@ def fit(
 def _print_fit(
     app: AppContext,
     model: str,
-    result: FitResult,
-    search: MaxContext | None,
+    plan: LoadPlan,
+    search: MaxContext[LoadPlan] | None,
     margin_percent: float,
 ) -> None:
     out = app.output
-    estimate = result.estimate
-    if result.reason:
-        out.line(f"{model}: cannot place it: {result.reason}")
-        return
+    estimate = plan.estimates[0]
     if search is not None:
         if search.context_tokens is None:
             out.line(f"{model}: does not fit, even with {estimate.context_tokens:,} tokens")
         else:
             out.line(f"{model}: the largest context that fits is {search.context_tokens:,} tokens")
-    verdict = "fits" if result.fits else "does NOT fit"
+    if not plan.fits:
+        verdict = "does NOT fit"
+    elif plan.evicted:
+        count = len(plan.evicted)
+        verdict = f"fits after evicting {count} model{'' if count == 1 else 's'}"
+    else:
+        verdict = "fits"
     out.line(
         f"{model} at {estimate.context_tokens:,} tokens {verdict} "
-        f"({estimate.estimator}, {estimate.confidence} confidence)"
+        f"({estimate.estimator}, {estimate.confidence} confidence, priority {plan.priority})"
     )
     out.table(
         None,
@@ -275,9 +321,16 @@ def _print_fit(
                 format_bytes(pool.headroom_bytes),
                 "yes" if pool.fits else "no",
             )
-            for pool in result.pools
+            for pool in plan.placement
         ],
     )
+    for evicted in plan.evicted:
+        out.line(
+            f"  a load would first evict {evicted.instance_id or evicted.name} "
+            f"({evicted.provider}, {format_bytes(evicted.total_bytes)})"
+        )
+    if not plan.fits and plan.reason:
+        out.line(f"  why: {plan.reason}")
     _print_notes(app, estimate, search.notes if search is not None else ())
 
 

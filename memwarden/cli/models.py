@@ -8,13 +8,22 @@ import click
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
-from memwarden.core.governor import Governor
-from memwarden.core.types import LoadedModel, ModelRef
+from memwarden.core.serialize import to_data
+from memwarden.core.types import LoadedModel
 
 _PROVIDER_OPTION = click.option(
     "--provider",
     help="The provider to use (ollama, lmstudio, llamacpp...); default: the first reachable "
     "one that offers the model, the embedded llama.cpp last.",
+)
+
+
+_PRIORITY_OPTION = click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="Models of this priority or lower may be evicted to make room; higher ones are kept "
+    '(default: [models."MODEL"] priority, else 0).',
 )
 
 
@@ -97,13 +106,7 @@ def models(app: AppContext, as_json: bool) -> None:
     type=float,
     help="Seconds the model stays loaded while idle; negative: until unloaded.",
 )
-@click.option(
-    "--priority",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Models of this priority or lower may be evicted to make room; higher ones are kept.",
-)
+@_PRIORITY_OPTION
 @_PROVIDER_OPTION
 @json_option
 @pass_app
@@ -112,7 +115,7 @@ def load(
     model: str,
     context_tokens: int | None,
     keep_alive_s: float | None,
-    priority: int,
+    priority: int | None,
     provider: str | None,
     as_json: bool,
 ) -> None:
@@ -122,19 +125,29 @@ def load(
     """
     # Through the governor: room is made first (lower-priority models evicted), or the load is
     # refused with the reason, rather than letting the runtime run the machine out of memory.
-    loaded = Governor.for_warden(app.warden).load(
-        ModelRef(name=model, provider=provider),
+    outcome = app.warden.governor.admit_and_load(
+        app.warden.model_ref(model, provider, need_provider=True),
         priority,
         context_tokens=context_tokens,
         keep_alive_s=keep_alive_s,
     )
+    loaded, evicted = outcome.loaded, outcome.plan.evicted
     if as_json:
-        app.output.emit_json(loaded)
+        app.output.emit_json(
+            {**to_data(loaded), "priority": outcome.plan.priority, "evicted": list(evicted)}
+        )
     else:
+        for model_evicted in evicted:
+            app.output.line(
+                f"evicted {model_evicted.instance_id or model_evicted.name} from "
+                f"{model_evicted.provider} to make room: "
+                f"{format_bytes(model_evicted.total_bytes)} freed"
+            )
         instance = f" as {loaded.instance_id}" if loaded.instance_id else ""
         app.output.line(
             f"loaded {loaded.name}{instance} in {loaded.provider}: "
-            f"{format_bytes(loaded.total_bytes)}, context {loaded.context_tokens or '-'}"
+            f"{format_bytes(loaded.total_bytes)}, context {loaded.context_tokens or '-'}, "
+            f"priority {outcome.plan.priority}"
         )
     if app.warden.provider(loaded.provider).fallback:
         app.output.warn(
@@ -170,6 +183,7 @@ def unload(
 @click.argument("model")
 @click.argument("prompt")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Stop after this many tokens.")
+@_PRIORITY_OPTION
 @_PROVIDER_OPTION
 @json_option
 @pass_app
@@ -178,11 +192,18 @@ def generate(
     model: str,
     prompt: str,
     max_tokens: int | None,
+    priority: int | None,
     provider: str | None,
     as_json: bool,
 ) -> None:
-    """Send PROMPT to MODEL through memwarden, which counts the call in its usage history."""
-    result = app.warden.generate(model, prompt, provider=provider, max_tokens=max_tokens)
+    """Send PROMPT to MODEL through memwarden, which counts the call in its usage history.
+
+    A model that is not loaded is loaded first as `memwarden load` would: room is made, or the
+    call is refused with exit 3.
+    """
+    result = app.warden.generate(
+        model, prompt, provider=provider, max_tokens=max_tokens, priority=priority
+    )
     if as_json:
         app.output.emit_json(result)
     else:

@@ -14,18 +14,9 @@ from rich.text import Text
 
 from memwarden.core.errors import MemwardenError
 from memwarden.core.serialize import to_data
+from memwarden.core.units import format_bytes
 
-
-def format_bytes(value: int | None) -> str:
-    """Binary units, as memory is sold and as the OS tools show it."""
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+__all__ = ["Output", "format_bytes"]
 
 
 class Output:

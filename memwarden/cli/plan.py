@@ -10,8 +10,8 @@ import click
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
 from memwarden.core import pressure
-from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, Governor, action_target
-from memwarden.core.types import Action, ModelRef, PressureLevel
+from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, action_target
+from memwarden.core.types import Action, PressureLevel
 
 
 def expected_to_run(actions: Sequence[Action], needed: dict[str, int]) -> list[bool]:
@@ -37,7 +37,12 @@ def expected_to_run(actions: Sequence[Action], needed: dict[str, int]) -> list[b
     help="Also plan making room for MODEL (repeatable), as ensure() would.",
 )
 @click.option("--provider", help="The provider of the --load models.")
-@click.option("--priority", type=int, default=0, show_default=True, help="Priority of --load.")
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help='Priority of --load (default: [models."MODEL"] priority, else 0).',
+)
 @click.option(
     "--context",
     "context_tokens",
@@ -52,13 +57,13 @@ def plan(
     app: AppContext,
     load_models: tuple[str, ...],
     provider: str | None,
-    priority: int,
+    priority: int | None,
     context_tokens: int,
     as_json: bool,
 ) -> None:
     """Dry run: the pressure now, and the actions the ladder would take, in order."""
     warden = app.warden
-    governor = Governor.for_warden(warden)
+    governor = warden.governor
     reading = governor.sample()
     needed = pressure.relief_needed(reading, warden.config.pressure)
     actions = governor.propose(reading, needed) if reading.level > PressureLevel.NORMAL else []
@@ -66,7 +71,7 @@ def plan(
     refusing = governor.refusing(reading)
     load_plan = None
     if load_models:
-        refs = [ModelRef(name=m, provider=provider) for m in load_models]
+        refs = [warden.model_ref(m, provider) for m in load_models]
         load_plan = governor.plan_load(
             refs, priority, context_tokens=context_tokens, reading=reading
         )
@@ -85,7 +90,7 @@ def plan(
         }
         if load_plan is not None:
             data["load_plan"] = load_plan
-            if refusing is not None:
+            if refusing is not None and not load_plan.fits:
                 data["load_plan_refused"] = refusing
         app.output.emit_json(data)
         return
@@ -124,10 +129,9 @@ def plan(
     if load_plan is not None:
         out.line()
         names = ", ".join(load_models)
-        if refusing is not None:
-            out.line(f"Loading {names}: refused now ({refusing})")
-        elif not load_plan.fits:
-            out.line(f"Loading {names}: does not fit. {load_plan.reason}")
+        if not load_plan.fits:
+            verdict = "refused now" if refusing is not None else "does not fit"
+            out.line(f"Loading {names}: {verdict}. {load_plan.reason}")
         elif not load_plan.evictions:
             out.line(f"Loading {names}: fits without evicting anything.")
         else:
@@ -138,7 +142,7 @@ def plan(
 
 def _action_data(action: Action) -> dict[str, Any]:
     return {
-        "kind": action.kind,
+        "kind": str(action.kind),
         "strategy": action.strategy,
         "target": action_target(action),
         "model": action.model,
@@ -147,7 +151,11 @@ def _action_data(action: Action) -> dict[str, Any]:
         "expected_freed_bytes": action.expected_freed_bytes,
         "cost": action.cost,
         "description": action.description,
-        "params": dict(action.params),
+        "instance_id": action.instance_id,
+        "context_tokens": action.context_tokens,
+        "from_context_tokens": action.from_context_tokens,
+        "session_id": action.session_id,
+        "budget_tokens": action.budget_tokens,
     }
 
 

@@ -72,7 +72,9 @@ def status(app: AppContext, as_json: bool) -> None:
         out.line("Providers: " + ", ".join(p.name for p in reachable))
     for provider in providers:
         if not provider.reachable:
-            out.line(f"  {provider.name}: unreachable ({provider.reason})")
+            # It answered (it has a version) but cannot list its models: failing, not down.
+            state = "failing" if provider.version else "unreachable"
+            out.line(f"  {provider.name}: {state} ({provider.reason})")
     if loaded:
         out.line()
         out.table(

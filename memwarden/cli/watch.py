@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections
 import json
+import math
+import os
+import select
 import signal
 import sys
 import time
@@ -44,9 +47,41 @@ class _EventTap:
             _line({"type": "event", **to_data(event)})
 
 
+class _PipeClosed(Exception):
+    """Whoever read the output has gone (``memwarden watch | head``)."""
+
+
 def _line(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _PipeClosed() from None
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it. The live view writes nothing to a
+    pipe until it stops, so it would never see the pipe close by writing."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout has gone, point stdout at /dev/null so that the interpreter's
+    final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _duration(_: click.Context, __: click.Parameter, value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise click.BadParameter(f"must be a positive number of seconds, got {value!r}")
+    return value
 
 
 @contextmanager
@@ -66,7 +101,11 @@ def _stop_on_signals(monitor: Monitor, received: list[str]) -> Iterator[None]:
 @click.command()
 @click.option("--once", is_flag=True, help="Take one sample (and one ladder round), then exit.")
 @click.option(
-    "--duration", type=float, metavar="S", help="Exit after S seconds (default: until a signal)."
+    "--duration",
+    type=float,
+    metavar="S",
+    callback=_duration,
+    help="Exit after S seconds (default: until a signal).",
 )
 @click.option("--no-psi", is_flag=True, help="Do not arm the Linux PSI trigger; sample on a timer.")
 @click.option(
@@ -86,13 +125,16 @@ def watch(
 ) -> None:
     """Run the governor: sample memory, relieve pressure, report. Stops on SIGINT/SIGTERM."""
     warden = app.warden
-    governor = Governor.for_warden(warden)
+    governor = warden.governor
     governor.acting = not dry_run
     events: collections.deque[Event] = collections.deque(maxlen=8)
     tap = _EventTap(None if as_json else events, as_json)
     warden.plugins.register(tap)
     try:
         samples, why = _run(app, governor, once, duration, no_psi, dry_run, as_json, events)
+    except (_PipeClosed, BrokenPipeError):
+        _silence_stdout()
+        return
     finally:
         warden.plugins.pm.unregister(tap)
     if not as_json:
@@ -134,7 +176,12 @@ def _run(
             with Live(console=console, auto_refresh=False, transient=False) as live:
 
                 def render(reading: PressureReading, round_: RoundReport | None) -> None:
-                    live.update(_view(reading, governor, monitor, events), refresh=True)
+                    if not console.is_terminal and _reader_gone():
+                        raise _PipeClosed()
+                    try:
+                        live.update(_view(reading, governor, monitor, events), refresh=True)
+                    except BrokenPipeError:
+                        raise _PipeClosed() from None
 
                 monitor.on_reading = render
                 with _stop_on_signals(monitor, received):

@@ -7,8 +7,10 @@ plugin, which may structure them into its own attrs class with :meth:`Config.plu
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -116,10 +118,41 @@ class BudgetConfig:
     safety_margin_percent: float = _percent(10.0)
 
 
-def _seconds(default: float | None, *, minimum: float = 0.0, optional: bool = False) -> Any:
-    checks = [v.instance_of(float), v.ge(minimum)]
+def _finite(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"'{attribute.name}' must be a finite number: {value!r}")
+
+
+# The longest wait anything in memwarden sleeps on: poll() takes a 32-bit count of milliseconds
+# (about 24.8 days), and an interval longer than a day is a typo, not a setting.
+MAX_INTERVAL_S = 86_400.0
+
+
+def seconds(
+    default: float | None,
+    *,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+    optional: bool = False,
+) -> Any:
+    """An attrs field for a duration in seconds: a finite number, at least ``minimum`` and at
+    most ``maximum``. NaN and infinity are refused. For plugin options classes too."""
+    checks = [v.instance_of(float), _finite, v.ge(minimum)]
+    if maximum is not None:
+        checks.append(v.le(maximum))
     validator = v.optional(checks) if optional else checks
     return attrs.field(default=default, validator=validator)
+
+
+def count(default: int, *, minimum: int = 0, maximum: int | None = None) -> Any:
+    """An attrs field for a whole number of things (retries, threads), within bounds."""
+    checks = [v.instance_of(int), v.ge(minimum)]
+    if maximum is not None:
+        checks.append(v.le(maximum))
+    return attrs.field(default=default, validator=checks)
+
+
+_seconds = seconds
 
 
 @attrs.frozen
@@ -127,15 +160,15 @@ class GovernorConfig:
     """How the pressure monitor samples and how the degradation ladder acts (docs/governor.md)."""
 
     # Seconds between samples at each level: slow when all is well, fast as pressure rises.
-    interval_normal_s: float = _seconds(1.0, minimum=0.01)
-    interval_warning_s: float = _seconds(0.5, minimum=0.01)
-    interval_critical_s: float = _seconds(0.2, minimum=0.01)
-    interval_emergency_s: float = _seconds(0.1, minimum=0.01)
+    interval_normal_s: float = _seconds(1.0, minimum=0.01, maximum=MAX_INTERVAL_S)
+    interval_warning_s: float = _seconds(0.5, minimum=0.01, maximum=MAX_INTERVAL_S)
+    interval_critical_s: float = _seconds(0.2, minimum=0.01, maximum=MAX_INTERVAL_S)
+    interval_emergency_s: float = _seconds(0.1, minimum=0.01, maximum=MAX_INTERVAL_S)
     # At NORMAL, the runtimes are asked what they have loaded at most this often (pools are
     # measured at every sample); under pressure, at every sample.
-    models_refresh_s: float = _seconds(5.0, minimum=0.0)
+    models_refresh_s: float = _seconds(5.0, minimum=0.0, maximum=MAX_INTERVAL_S)
     # While a level above NORMAL persists, the ladder runs again this often.
-    retrigger_interval_s: float = _seconds(5.0, minimum=0.1)
+    retrigger_interval_s: float = _seconds(5.0, minimum=0.1, maximum=MAX_INTERVAL_S)
     # The most actions one ladder round takes before it measures and waits for the next round.
     max_actions_per_round: int = attrs.field(default=8, validator=[v.instance_of(int), v.ge(1)])
     # The most models loaded at once (ensure() evicts to honour it); None: no limit.
@@ -144,7 +177,7 @@ class GovernorConfig:
     )
     # Linux: wake the monitor at once through a PSI trigger on /proc/pressure/memory.
     psi_trigger: bool = True
-    psi_path: str = "/proc/pressure/memory"
+    psi_path: str = attrs.field(default="/proc/pressure/memory", validator=v.instance_of(str))
     # Wake when tasks stalled on memory this long (microseconds) within the window. Unprivileged
     # processes may only use windows that are multiples of 2 s, hence the default.
     psi_stall_us: int = attrs.field(default=150_000, validator=[v.instance_of(int), v.ge(1)])
@@ -158,6 +191,17 @@ class GovernorConfig:
     shrink_factor: float = attrs.field(
         default=0.5, validator=[v.instance_of(float), v.gt(0.0), v.lt(1.0)]
     )
+    # Shrunk contexts are restored once the level has stayed NORMAL this long (twice as long
+    # for a model restored and shrunk again within this time).
+    restore_after_s: float = _seconds(60.0)
+
+    @psi_path.validator
+    def _psi_path_is_psi(self, _: attrs.Attribute[str], path: str) -> None:
+        # A trigger is written into this file: refuse anything that is not a PSI file, such as
+        # a regular file (whose first bytes the trigger would overwrite).
+        problem = psi_file_problem(path)
+        if problem is not None:
+            raise ValueError(f"'psi_path' must be a PSI file (it {problem}): {path!r}")
 
     def __attrs_post_init__(self) -> None:
         if self.psi_stall_us >= self.psi_window_us:
@@ -165,6 +209,34 @@ class GovernorConfig:
                 f"psi_stall_us ({self.psi_stall_us}) must be less than psi_window_us "
                 f"({self.psi_window_us})"
             )
+
+
+def psi_file_problem(path: str) -> str | None:
+    """Why ``path`` is not a Linux PSI file, or None when it is one or does not exist (then
+    the monitor samples on a timer). PSI files are kernel files that stat as regular and empty
+    yet read as "some avg10=..."; a regular file with bytes in it, a FIFO, a device or a
+    directory is not one."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return None  # the monitor reports that it cannot arm a trigger on a directory
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular kernel file (a FIFO, socket or device)"
+    if info.st_size > 0:
+        return "is an ordinary file with data in it, which the trigger would overwrite"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            head = os.read(fd, 64)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None  # unreadable: arming the trigger says why
+    if not head.startswith(b"some "):
+        return "does not read as a PSI file ('some avg10=...')"
+    return None
 
 
 @attrs.frozen
@@ -197,6 +269,11 @@ class StateConfig:
         if self.path:
             return Path(self.path).expanduser()
         return platformdirs.user_data_path("memwarden") / "memwarden.db"
+
+
+@attrs.frozen
+class NoOptions:
+    """The options of a plugin that takes none: any key in its table is an unknown key."""
 
 
 @attrs.frozen
@@ -270,6 +347,26 @@ class Config:
 
 
 _DEFAULT_POLICY = ModelPolicy()
+
+
+def plugins_only(raw: Mapping[str, Any], path: Path | None) -> Config | None:
+    """A config holding only the ``[plugins]`` section of ``raw``, so that plugin tables can be
+    checked even when other sections are invalid; None when that section is itself invalid."""
+    try:
+        plugins = _converter.structure(raw.get("plugins", {}), PluginsConfig)
+    except Exception:
+        return None
+    return Config(plugins=plugins, path=path, raw=raw)
+
+
+def plugin_options_problems(config: Config, name: str, cls: type) -> list[str]:
+    """Every problem of ``[plugins.<name>]`` against the plugin's options class, as
+    ``plugins.NAME.key: what is wrong`` lines; empty when the table is valid."""
+    try:
+        config.plugin_options(name, cls)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def _sourced(config: Config, keys: tuple[str, ...], value: Any) -> Iterator[tuple[str, Any, str]]:
@@ -404,12 +501,29 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 
 
 def _must_exist(path: Path, named_by: str) -> Path:
-    if not path.is_file():
+    problem = config_path_problem(path)
+    if problem is not None:
         raise ConfigError(
-            f"{path}: config file not found (named by {named_by})",
+            f"{path}: {problem} (named by {named_by})",
             hint="check the path, or remove the setting to use the defaults",
         )
     return path
+
+
+def config_path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a config file (not found, a directory, a FIFO...), or None.
+    Only stat()s the path: opening a FIFO would block until someone writes to it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "config file not found"
+    except OSError as exc:
+        return f"cannot read the config file: {exc.strerror}"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a config file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device), so it is not read as a config"
+    return None
 
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
@@ -420,24 +534,56 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     return parse_config_file(path)
 
 
-def parse_config_file(path: Path) -> Config:
+# A config file bigger than this is not a config file.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML of a config file, with errors that name the file and what to do."""
+    problem = config_path_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}", hint="give the path of a memwarden.toml")
     try:
-        text = path.read_bytes().decode("utf-8")
+        # O_NONBLOCK: if the path became a FIFO since the check above, open must not block.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{path}: is not a regular file")
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: over {MAX_CONFIG_BYTES // 1024 // 1024} MiB, which no config file is",
+            hint="give the path of a memwarden.toml",
+        )
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(
+            f"{path}: the file starts with a UTF-8 byte-order mark (BOM), which TOML does not "
+            "allow",
+            hint="save it as UTF-8 without BOM (in Notepad: 'UTF-8', not 'UTF-8 with BOM')",
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{path}: not valid TOML: {exc}",
             hint="fix the syntax at that line; `memwarden config check FILE` re-checks it",
         ) from None
-    return parse_config_data(raw, path)
+
+
+def parse_config_file(path: Path) -> Config:
+    """Read, parse and validate one config file (plugin tables are checked by the plugin
+    manager, which knows the plugins)."""
+    return parse_config_data(read_config_file(path), path)
 
 
 def parse_config_data(raw: Mapping[str, Any], path: Path | None) -> Config:
+    """Structure and validate parsed TOML; raise :class:`ConfigError` listing every problem."""
     try:
         config = _converter.structure(dict(raw), Config)
     except Exception as exc:
@@ -483,10 +629,18 @@ def _problems(exc: BaseException, keys: tuple[str, ...]) -> Iterator[str]:
 def _config_error(
     path: Path | None, exc: BaseException, prefix: tuple[str, ...] = ()
 ) -> ConfigError:
+    return invalid_config(path, list(_problems(exc, prefix)))
+
+
+def invalid_config(
+    path: Path | None, problems: list[str], cls: type[ConfigError] = ConfigError
+) -> ConfigError:
+    """One error listing every problem, each on its line as ``key.path: what is wrong``."""
     where = str(path) if path else "configuration"
-    problems = list(_problems(exc, prefix))
-    return ConfigError(
+    error = cls(
         f"{where}: invalid configuration\n  " + "\n  ".join(problems),
-        hint="see docs/configuration.md for every key and its type; "
-        "`memwarden config check FILE` re-checks the file",
+        hint="see docs/configuration.md for every key and its type (and each plugin's own "
+        "table); `memwarden config check FILE` re-checks the file",
     )
+    error.problems = tuple(problems)
+    return error

@@ -28,6 +28,8 @@ class ConfigError(MemwardenError):
 
     code = "config-invalid"
     exit_code = 2
+    #: Each problem as a "key.path: what is wrong" line, where the error lists them.
+    problems: tuple[str, ...] = ()
 
 
 class UnknownPluginError(ConfigError):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from memwarden.core import pressure
+from memwarden.core import admission, pressure
+from memwarden.core.admission import PoolFit
 from memwarden.core.config import GovernorConfig, ModelPolicy
 from memwarden.core.errors import (
     InsufficientMemory,
@@ -28,14 +28,26 @@ from memwarden.core.errors import (
 )
 from memwarden.core.providers import Provider
 from memwarden.core.sessions import SessionRegistry
+from memwarden.core.strategy import (
+    ModelKey,
+    Refusal,
+    StrategyContext,
+    Usage,
+    action_key,
+    action_problem,
+    action_target,
+    model_key,
+    policy_refusal,
+    unload_action,
+)
 from memwarden.core.types import (
     Action,
+    ActionKind,
     DeviceSnapshot,
     Event,
     LoadedModel,
     MemoryEstimate,
     ModelRef,
-    PoolKind,
     PressureLevel,
     PressureReading,
 )
@@ -43,12 +55,12 @@ from memwarden.core.types import (
 if TYPE_CHECKING:
     from memwarden.core.warden import Warden
 
-# Action kinds the governor knows how to execute.
-UNLOAD = "unload"
-SHRINK_CONTEXT = "shrink-context"
-RELEASE_CACHE = "release-cache"
-COMPRESS_CONTEXT = "compress-context"
-REFUSE_LOADS = "refuse-loads"
+# Action kinds the governor knows how to execute (ActionKind members, by their old names).
+UNLOAD = ActionKind.UNLOAD
+SHRINK_CONTEXT = ActionKind.SHRINK_CONTEXT
+RELEASE_CACHE = ActionKind.RELEASE_CACHE
+COMPRESS_CONTEXT = ActionKind.COMPRESS_CONTEXT
+REFUSE_LOADS = ActionKind.REFUSE_LOADS
 
 # The context ensure() sizes a model for when the caller does not say.
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -68,6 +80,10 @@ class ActionOutcome:
     # Managed bytes before minus after (what the runtimes report), when measured.
     measured_freed_bytes: int | None = None
     level_after: PressureLevel | None = None
+    # The core's policy forbade the action (``error`` says why); nothing was done.
+    refused: bool = False
+    # A shrink-context reload: the model as the runtime reloaded it.
+    reloaded: LoadedModel | None = None
 
 
 @attrs.frozen
@@ -84,7 +100,8 @@ class RoundReport:
 
 @attrs.frozen
 class LoadPlan:
-    """What ensure() found: whether the models fit, and the evictions that make them fit."""
+    """What admission found for a load (``plan_load``, ``ensure()``, ``memwarden fit``): whether
+    the models fit, and the evictions that make them fit."""
 
     models: tuple[ModelRef, ...]
     priority: int
@@ -96,31 +113,33 @@ class LoadPlan:
     fits: bool
     reason: str | None = None
     evictable_bytes: int = 0
+    # Where the models' bytes go, each pool's budget (admission's placement).
+    placement: tuple[PoolFit, ...] = ()
+    # The loaded models the evictions unload, and why the others may not be evicted.
+    evicted: tuple[LoadedModel, ...] = ()
+    not_evictable: tuple[str, ...] = ()
+    # Why loads are refused now, when they are (a load must then evict what it takes).
+    refusing: str | None = None
+
+
+@attrs.frozen
+class LoadOutcome:
+    """What ``Governor.admit_and_load`` did: the plan it carried out, and the loaded model."""
+
+    loaded: LoadedModel
+    plan: LoadPlan
 
 
 @attrs.define
-class Usage:
-    """What the governor saw of one loaded model's use: requests it noticed and when."""
+class ShrinkRecord:
+    """A model the ladder shrank: the context to restore once pressure has ended."""
 
-    uses: int = 0
-    last_used_at: float | None = None
-    last_idle_since: float | None = None
-    was_busy: bool = False
-    last_seen_at: float = 0.0
-
-
-ModelKey = tuple[str, str]
-
-
-def model_key(model: LoadedModel) -> ModelKey:
-    """Identifies one loaded instance: two instances of one model differ in ``instance_id``."""
-    return (model.provider, model.instance_id or model.name)
-
-
-def action_target(action: Action) -> str | None:
-    """What to hand to ``Provider.unload``: the instance id when there is one, else the name."""
-    instance = action.params.get("instance")
-    return str(instance) if instance else action.model
+    name: str
+    provider: str
+    original_context_tokens: int
+    shrunk_at: float
+    # How long the level must stay NORMAL before the context is restored.
+    hold_s: float
 
 
 def order_actions(actions: Sequence[Action], needed: Mapping[str, int]) -> list[Action]:
@@ -183,17 +202,17 @@ def eviction_cost(
     return round(10.0 + priority + recency + frequency + size + in_flight, 4)
 
 
-_governors: weakref.WeakKeyDictionary[Any, Governor] = weakref.WeakKeyDictionary()
-_governors_lock = threading.Lock()
-
-
 class Governor:
-    """The ladder and load planning for one warden. ``Governor.for_warden(warden)`` gives the
-    one strategies see; create it once per warden."""
+    """The ladder and load planning for one warden; create it once per warden. Strategies do
+    not see it: each proposal round hands them a :class:`StrategyContext`."""
 
     def __init__(self, warden: Warden, *, clock: Callable[[], float] = time.time) -> None:
         self.warden = warden
         self.clock = clock
+        # One governor per warden: the first one made is the one `warden.governor` gives, so a
+        # program that builds its own (with its own clock, say) and the CLI share its state.
+        if getattr(warden, "_governor", None) is None:
+            warden._governor = self
         self.sessions = SessionRegistry()
         self.refusing_reason: str | None = None
         # False: observe and report levels, but take no action (`memwarden watch --dry-run`).
@@ -209,14 +228,12 @@ class Governor:
         self._usage: dict[ModelKey, Usage] = {}
         self._last_round_at: float | None = None
         self._lock = threading.RLock()
-        with _governors_lock:
-            _governors[warden] = self
-
-    @classmethod
-    def for_warden(cls, warden: Warden) -> Governor:
-        with _governors_lock:
-            governor = _governors.get(warden)
-        return governor if governor is not None else cls(warden)
+        # Contexts the ladder shrank, to restore once the level has stayed NORMAL long enough.
+        self._shrunk: dict[ModelKey, ShrinkRecord] = {}
+        self._restored_at: dict[ModelKey, float] = {}
+        self._normal_since: float | None = None
+        # Rejected and refused proposals already reported (one event each until the next round).
+        self._reported: set[tuple[str, str, str, str | None]] = set()
 
     @property
     def config(self) -> GovernorConfig:
@@ -291,6 +308,48 @@ class Governor:
                 return action.description
         return None
 
+    def context(self, reading: PressureReading) -> StrategyContext:
+        """What strategies see for ``reading``: built once per proposal round, and by tests
+        that call ``on_pressure`` directly."""
+        loaded = tuple(self.loaded_models())
+        warden = self.warden
+
+        def estimate(model: ModelRef, context_tokens: int) -> MemoryEstimate:
+            return warden.estimate(model, context_tokens)
+
+        def releasable() -> dict[str, int]:
+            found = {}
+            for name, provider in warden.providers().items():
+                try:
+                    found[name] = int(provider.releasable_cache_bytes())
+                except Exception:  # an unreachable runtime has nothing to release
+                    found[name] = 0
+            return found
+
+        return StrategyContext(
+            reading=reading,
+            now=self.clock(),
+            loaded_models=loaded,
+            sessions=tuple(self.sessions.all()),
+            refusing_loads=self.refusing_reason,
+            config=warden.config,
+            policy_of=self.policy,
+            usage_of=self.usage,
+            costs_of=self.eviction_costs,
+            estimate_of=estimate,
+            releasable_of=releasable,
+            in_flight_of=self._in_flight,
+        )
+
+    def _in_flight(self, model: LoadedModel) -> int:
+        return model.requests_in_flight + self.warden.usage.in_flight(model.name, model.provider)
+
+    def check(self, action: Action, context: StrategyContext) -> Refusal | None:
+        """Whether the core's policy forbids ``action`` now (:func:`policy_refusal`): critical
+        models are never unloaded or shrunk; pinned models and models serving a request only in
+        an EMERGENCY. Applies to every strategy's proposals and to ensure()'s evictions."""
+        return policy_refusal(action, context)
+
     # -- sampling and levels ---------------------------------------------------------------
 
     def sample(self, *, models_max_age_s: float = 0.0) -> PressureReading:
@@ -356,6 +415,8 @@ class Governor:
             for key in gone:
                 del self._usage[key]
                 self._priorities.pop(key, None)
+                self._shrunk.pop(key, None)
+                self._restored_at.pop(key, None)
 
     def observe(self, reading: PressureReading) -> bool:
         """Take a reading as the current state; emit an event when the level changed."""
@@ -364,6 +425,10 @@ class Governor:
             self._previous = pressure.previous_levels(reading)
             self.last_reading = reading
             self.level = reading.level
+            if reading.level != PressureLevel.NORMAL:
+                self._normal_since = None
+            elif self._normal_since is None:
+                self._normal_since = self.clock()
             if reading.level < PressureLevel.CRITICAL and self.refusing_reason is not None:
                 self.refusing_reason = None
                 self.warden.emit(
@@ -401,6 +466,8 @@ class Governor:
         reading = reading if reading is not None else self.sample()
         changed = self.observe(reading)
         if reading.level == PressureLevel.NORMAL:
+            if self._shrunk and self.acting:
+                self.restore_one(reading)
             return None
         now = self.clock()
         interval = self.config.retrigger_interval_s
@@ -414,16 +481,79 @@ class Governor:
         return self.relieve(reading)
 
     def propose(
-        self, reading: PressureReading, needed: Mapping[str, int] | None = None
+        self,
+        reading: PressureReading,
+        needed: Mapping[str, int] | None = None,
+        *,
+        context: StrategyContext | None = None,
     ) -> list[Action]:
-        """Every strategy's proposals for this reading, in the order the ladder takes them."""
+        """Every strategy's proposals for this reading that the core would take, in the order
+        the ladder takes them.
+
+        A proposal that no executor could carry out (:func:`action_problem`) is dropped with an
+        ``action-rejected`` event, and one the core's policy forbids now (:meth:`check`) with an
+        ``action-refused`` event; both name the strategy.
+        """
         if needed is None:
             needed = pressure.relief_needed(reading, self.warden.config.pressure)
+        context = context if context is not None else self.context(reading)
         proposals: list[Action] = []
-        for result in self.warden.hook.on_pressure(reading=reading, warden=self.warden):
-            if result:
-                proposals.extend(a for a in result if isinstance(a, Action))
+        for result in self.warden.hook.on_pressure(reading=reading, context=context):
+            for action in result or ():
+                problem = action_problem(action, context)
+                if problem is not None:
+                    self._report_rejected(action, problem, reading.level)
+                    continue
+                refusal = self.check(action, context)
+                if refusal is not None:
+                    self._report_refused(action, refusal, reading.level)
+                    continue
+                proposals.append(action)
         return order_actions(proposals, needed)
+
+    def _report_rejected(self, action: object, problem: str, level: PressureLevel) -> None:
+        strategy = getattr(action, "strategy", None) or "a strategy"
+        kind = str(getattr(action, "kind", type(action).__name__))
+        key = ("rejected", strategy, kind, getattr(action, "description", None))
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.warden.emit(
+            Event(
+                kind="action-rejected",
+                message=f"{strategy}: proposal rejected: {problem}",
+                level=level,
+                data={
+                    "strategy": strategy,
+                    "action": kind,
+                    "model": getattr(action, "model", None),
+                    "provider": getattr(action, "provider", None),
+                    "problem": problem,
+                },
+            )
+        )
+
+    def _report_refused(self, action: Action, refusal: Refusal, level: PressureLevel) -> None:
+        key = ("refused", action.strategy, str(action.kind), f"{refusal.model}:{refusal.rule}")
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.warden.emit(
+            Event(
+                kind="action-refused",
+                message=f"{action.strategy}: refused to {action.kind} {refusal.model}: "
+                f"{refusal.reason}",
+                level=level,
+                data={
+                    "strategy": action.strategy,
+                    "action": str(action.kind),
+                    "model": refusal.model,
+                    "provider": action.provider,
+                    "rule": refusal.rule,
+                    "reason": refusal.reason,
+                },
+            )
+        )
 
     def relieve(self, reading: PressureReading) -> RoundReport:
         """One ladder round: take the first proposal, measure, re-propose, until the level that
@@ -441,19 +571,32 @@ class Governor:
                 needed_bytes=needed_at_start,
             )
         attempted: set[tuple[str, str, str | None, str | None]] = set()
+        # Models an action of this round targeted: none is shrunk and then evicted (or the
+        # other way round) in the same round.
+        touched: set[ModelKey] = set()
+        self._reported.clear()
         outcomes: list[ActionOutcome] = []
         expected_total = 0
         current = reading
         relieved = exhausted = False
         while len(outcomes) < self.config.max_actions_per_round:
             needed = pressure.relief_needed(current, config_pressure)
-            proposals = [a for a in self.propose(current, needed) if _identity(a) not in attempted]
+            proposals = [
+                a
+                for a in self.propose(current, needed)
+                if _identity(a) not in attempted and action_key(a) not in touched
+            ]
             if not proposals:
                 exhausted = True
                 break
             action = proposals[0]
             attempted.add(_identity(action))
+            target = action_key(action)
+            if target is not None and action.kind in (UNLOAD, SHRINK_CONTEXT):
+                touched.add(target)
             outcome, current = self._take(action, current)
+            if outcome.reloaded is not None:
+                touched.add(model_key(outcome.reloaded))
             outcomes.append(outcome)
             if outcome.ok:
                 expected_total += action.expected_freed_bytes
@@ -489,9 +632,16 @@ class Governor:
     def _take(
         self, action: Action, before: PressureReading
     ) -> tuple[ActionOutcome, PressureReading]:
+        refusal = self.check(action, self.context(before))
+        if refusal is not None:
+            self._report_refused(action, refusal, before.level)
+            return ActionOutcome(
+                action=action, ok=False, error=refusal.reason, refused=True
+            ), before
         error: str | None = None
+        reloaded: LoadedModel | None = None
         try:
-            self.execute(action)
+            reloaded = self.execute(action)
         except MemwardenError as exc:
             error = exc.message
         except Exception as exc:
@@ -506,11 +656,13 @@ class Governor:
             error=error,
             measured_freed_bytes=freed,
             level_after=after.level,
+            reloaded=reloaded,
         )
         data = {
-            "action": action.kind,
+            "action": str(action.kind),
             "strategy": action.strategy,
             "model": action.model,
+            "instance": action.instance_id,
             "provider": action.provider,
             "pool_id": action.pool_id,
             "cost": action.cost,
@@ -538,27 +690,30 @@ class Governor:
             )
         return outcome, after
 
-    def execute(self, action: Action) -> None:
-        """Carry out one action through its provider (or the governor's own state)."""
+    def execute(self, action: Action) -> LoadedModel | None:
+        """Carry out one action through its provider (or the governor's own state), without
+        the policy check (:meth:`check`; the ladder and ensure() check first). Returns the
+        reloaded model for shrink-context."""
         if action.kind == REFUSE_LOADS:
             self.refusing_reason = action.description
-            return
+            return None
         if action.kind == COMPRESS_CONTEXT:
             self._compress(action)
-            return
+            return None
         provider = self._provider_of(action)
         if action.kind == UNLOAD:
             provider.unload(action_target(action) or "")
         elif action.kind == SHRINK_CONTEXT:
-            self._shrink(provider, action)
+            return self._shrink(provider, action)
         elif action.kind == RELEASE_CACHE:
             provider.release_caches()
         else:
             raise ProviderError(
                 f"action {action.kind!r} proposed by {action.strategy!r} has no executor",
-                hint="strategies may propose only: unload, shrink-context, release-cache, "
-                "compress-context, refuse-loads",
+                hint="strategies may propose only the ActionKind kinds: "
+                + ", ".join(k.value for k in ActionKind),
             )
+        return None
 
     def _provider_of(self, action: Action) -> Provider:
         providers = self.warden.providers()
@@ -570,8 +725,9 @@ class Governor:
             )
         return providers[action.provider]
 
-    def _shrink(self, provider: Provider, action: Action) -> None:
-        context_tokens = int(action.params["context_tokens"])
+    def _shrink(self, provider: Provider, action: Action) -> LoadedModel:
+        if action.context_tokens is None:
+            raise ProviderError(f"{action.strategy}: shrink-context names no context_tokens")
         old = next(
             (
                 m
@@ -580,19 +736,40 @@ class Governor:
             ),
             None,
         )
-        provider.unload(action_target(action) or "")
-        reloaded = provider.load(action.model or "", context_tokens=context_tokens)
+        reloaded = self._reload(
+            provider, action_target(action) or "", action.model or "", action.context_tokens, old
+        )
+        original = action.from_context_tokens or (old.context_tokens if old else None)
+        if original is not None and original > action.context_tokens:
+            self._note_shrunk(old, reloaded, original)
+        return reloaded
+
+    def _reload(
+        self,
+        provider: Provider,
+        target: str,
+        name: str,
+        context_tokens: int,
+        old: LoadedModel | None,
+    ) -> LoadedModel:
+        provider.unload(target)
+        reloaded = provider.load(name, context_tokens=context_tokens)
         if old is not None:
             priority = self._priorities.get(model_key(old))
             if priority is not None:
                 self._priorities[model_key(reloaded)] = priority
+        return reloaded
 
     def _compress(self, action: Action) -> None:
-        session_id = str(action.params["session"])
+        session_id = action.session_id
+        budget = action.budget_tokens
+        if session_id is None or budget is None:
+            raise ProviderError(
+                f"{action.strategy}: compress-context needs session_id and budget_tokens"
+            )
         session = self.sessions.get(session_id)
         if session is None:
             raise ProviderError(f"session {session_id!r} is no longer registered")
-        budget = int(action.params["budget_tokens"])
         window = self.warden.hook.compress_context(window=session.window, budget_tokens=budget)
         if window is None:
             raise ProviderError(
@@ -601,160 +778,212 @@ class Governor:
             )
         self.sessions.replace_window(session_id, window)
 
+    # -- restoring shrunk contexts -------------------------------------------------------
+
+    def _note_shrunk(self, old: LoadedModel | None, reloaded: LoadedModel, original: int) -> None:
+        now = self.clock()
+        hold = self.config.restore_after_s
+        previous = self._shrunk.pop(model_key(old), None) if old is not None else None
+        restored_at = self._restored_at.pop(model_key(old), None) if old is not None else None
+        if restored_at is not None and now - restored_at < hold:
+            # Restored, then shrunk again within the hold time: wait twice as long next time.
+            hold = 2 * hold
+        if previous is not None:
+            original = max(original, previous.original_context_tokens)
+            hold = max(hold, previous.hold_s)
+        self._shrunk[model_key(reloaded)] = ShrinkRecord(
+            name=reloaded.name,
+            provider=reloaded.provider,
+            original_context_tokens=original,
+            shrunk_at=now,
+            hold_s=hold,
+        )
+
+    def shrunk_contexts(self) -> dict[ModelKey, int]:
+        """The models the ladder shrank and not yet restored, with the context each had."""
+        return {k: r.original_context_tokens for k, r in self._shrunk.items()}
+
+    def restore_one(self, reading: PressureReading) -> LoadedModel | None:
+        """Reload one shrunk model with the context it had, once the level has stayed NORMAL
+        for ``[governor] restore_after_s`` (twice that for a model that was restored and had to
+        be shrunk again within that time), it serves no request, and the bigger context fits
+        with the safety margin without raising the level. Highest priority first; one model
+        per call. Emits ``context-restored`` (or ``context-restore-failed``)."""
+        if self._normal_since is None or reading.level != PressureLevel.NORMAL:
+            return None
+        now = self.clock()
+        normal_for = now - self._normal_since
+        loaded = {model_key(m): m for m in self.loaded_models()}
+        due = [
+            (key, record)
+            for key, record in self._shrunk.items()
+            if key in loaded and normal_for >= record.hold_s
+        ]
+        due.sort(key=lambda kr: (-self.policy(loaded[kr[0]]).priority, kr[1].shrunk_at))
+        providers = self.warden.providers()
+        for key, record in due:
+            model = loaded[key]
+            original = record.original_context_tokens
+            if model.context_tokens is None or model.context_tokens >= original:
+                del self._shrunk[key]
+                continue
+            provider = providers.get(model.provider)
+            if provider is None or self._in_flight(model) > 0:
+                continue
+            ref = ModelRef(name=model.name, provider=model.provider)
+            try:
+                bigger = self.warden.estimate(ref, original)
+                smaller = self.warden.estimate(ref, model.context_tokens)
+            except MemwardenError:
+                continue
+            if not self._restore_fits(reading, bigger, smaller):
+                continue
+            del self._shrunk[key]
+            label = model.instance_id or model.name
+            data: dict[str, str | int | float | bool | None] = {
+                "model": model.name,
+                "instance": model.instance_id,
+                "provider": model.provider,
+                "from_context_tokens": model.context_tokens,
+                "context_tokens": original,
+                "normal_for_s": round(normal_for, 3),
+            }
+            try:
+                reloaded = self._reload(
+                    provider, model.instance_id or model.name, model.name, original, model
+                )
+            except Exception as exc:
+                error = exc.message if isinstance(exc, MemwardenError) else f"{exc}"
+                self.warden.emit(
+                    Event(
+                        kind="context-restore-failed",
+                        message=f"could not restore {label} to {original} tokens: {error}",
+                        level=reading.level,
+                        data={**data, "error": error},
+                    )
+                )
+                self._loaded_at = float("-inf")
+                return None
+            self._restored_at[model_key(reloaded)] = now
+            if self._loaded is not None:
+                self._loaded = [reloaded if model_key(m) == key else m for m in self._loaded]
+            self._loaded_at = float("-inf")
+            self.warden.emit(
+                Event(
+                    kind="context-restored",
+                    message=f"restored {label} to {original} tokens of context (from "
+                    f"{model.context_tokens}) after {normal_for:.0f} s at NORMAL",
+                    level=reading.level,
+                    data={**data, "instance": reloaded.instance_id},
+                )
+            )
+            return reloaded
+        return None
+
+    def _restore_fits(
+        self, reading: PressureReading, bigger: MemoryEstimate, smaller: MemoryEstimate
+    ) -> bool:
+        # What the bigger context adds, per pool: it must fit above the safety margin and keep
+        # the pool (and the managed cap) below the level at which the ladder would act again.
+        snapshot = reading.snapshot
+        extra: dict[str, int] = {}
+        if bigger.per_pool:
+            for share in bigger.per_pool:
+                extra[share.pool_id] = extra.get(share.pool_id, 0) + share.bytes
+            for share in smaller.per_pool:
+                extra[share.pool_id] = extra.get(share.pool_id, 0) - share.bytes
+        else:
+            home = admission.home_pool(snapshot)
+            if home is not None:
+                extra[home] = bigger.total_bytes - smaller.total_bytes
+        config = self.warden.config
+        margin = config.budget.safety_margin_percent / 100.0
+        calm = (config.pressure.warning_percent - config.pressure.hysteresis_percent) / 100.0
+        for pool_id, more in extra.items():
+            pool = snapshot.pool(pool_id)
+            if pool is None or pool.total_bytes <= 0:
+                return False
+            left = pool.available_bytes - more
+            if left < int(pool.total_bytes * margin):
+                return False
+            if 1.0 - left / pool.total_bytes >= calm:
+                return False
+        cap = config.pressure.max_managed_memory
+        added = bigger.total_bytes - smaller.total_bytes
+        return cap is None or reading.managed_bytes + added < int(cap) * calm
+
     # -- making room before a load ---------------------------------------------------------
 
     def plan_load(
         self,
         models: Sequence[ModelRef | str],
-        priority: int = 0,
+        priority: int | None = None,
         *,
         context_tokens: int = DEFAULT_CONTEXT_TOKENS,
         options: Mapping[str, Any] | None = None,
         reading: PressureReading | None = None,
+        pool_id: str | None = None,
     ) -> LoadPlan:
-        """Which loaded models to evict so ``models`` fit, without evicting anything.
+        """Whether ``models`` may load and which loaded models to evict first, evicting nothing.
 
-        Each pool must keep ``[budget] safety_margin_percent`` of its total free after the load;
-        the managed models must stay within ``max_managed_memory``; at most
-        ``max_loaded_models`` may be loaded. Only models with a priority no higher than
-        ``priority``, not pinned or critical, and with no request in flight may be evicted,
-        cheapest :func:`eviction_cost` first; evictions that turn out unneeded are dropped.
+        This is :func:`memwarden.core.admission.admit` on the current reading, the loaded models,
+        their policies and eviction costs: the one rule ``memwarden fit``, ``ensure()``,
+        ``load()`` and ``generate`` share. ``priority`` defaults to the configured one
+        (``[models."<name>"] priority``, else 0). While loads are refused (CRITICAL), only
+        lower-priority models are evicted, and they must free what the load takes. ``pool_id``
+        forces whole models into one pool (``memwarden fit --pool``).
         """
         refs = tuple(m if isinstance(m, ModelRef) else ModelRef(name=m) for m in models)
+        if priority is None:
+            priority = admission.configured_priority(self.warden.config, [r.name for r in refs])
         if reading is None:
             reading = self.sample()
             self.observe(reading)
         loaded = self.loaded_models()
-        snapshot = reading.snapshot
         estimates = tuple(
             self.warden.estimate(ref, context_tokens, **dict(options or {})) for ref in refs
         )
-        home = _home_pool(snapshot)
-        gpu = _single_gpu_pool(snapshot)
+        refused = self.refusing(reading)
 
-        demand: dict[str, int] = {}
-        for estimate in estimates:
-            if estimate.per_pool:
-                for share in estimate.per_pool:
-                    demand[share.pool_id] = demand.get(share.pool_id, 0) + share.bytes
-            elif home is not None:
-                demand[home] = demand.get(home, 0) + estimate.total_bytes
-        margin = self.warden.config.budget.safety_margin_percent / 100.0
-        needed: dict[str, int] = {}
-        for pool_id, bytes_wanted in demand.items():
-            pool = snapshot.pool(pool_id)
-            room = pool.available_bytes - int(pool.total_bytes * margin) if pool else 0
-            if bytes_wanted > room:
-                needed[pool_id] = bytes_wanted - room
-        cap = self.warden.config.pressure.max_managed_memory
-        if cap is not None:
-            over = reading.managed_bytes + sum(e.total_bytes for e in estimates) - int(cap)
-            if over > 0:
-                needed[pressure.MANAGED_CAP] = over
-        slots = self.config.max_loaded_models
-        if slots is not None and len(loaded) + len(refs) > slots:
-            needed[MAX_LOADED] = len(loaded) + len(refs) - slots
+        def costs(candidates: Sequence[LoadedModel]) -> list[float]:
+            found = self.eviction_costs(candidates)
+            return [found[model_key(m)] for m in candidates]
 
-        if any(pool_id not in {p.id for p in snapshot.pools} for pool_id in demand):
-            missing = sorted(p for p in demand if snapshot.pool(p) is None)
-            return LoadPlan(
-                models=refs,
-                priority=priority,
-                estimates=estimates,
-                needed=needed,
-                evictions=(),
-                fits=False,
-                reason=f"the estimate places memory in pool(s) {', '.join(missing)}, "
-                "which no device plugin reports",
-            )
-
-        evictable, kept_reasons = self._evictable(loaded, priority)
-        costs = self.eviction_costs(evictable)
-        evictable.sort(key=lambda m: costs[model_key(m)])
-
-        def frees(model: LoadedModel) -> dict[str, int]:
-            gains: dict[str, int] = {pressure.MANAGED_CAP: model.total_bytes, MAX_LOADED: 1}
-            on_gpu = model.gpu_bytes if gpu is not None else 0
-            if gpu is not None and on_gpu:
-                gains[gpu] = on_gpu
-            if home is not None:
-                gains[home] = gains.get(home, 0) + model.total_bytes - on_gpu
-            return gains
-
-        remaining = dict(needed)
-        chosen: list[tuple[LoadedModel, dict[str, int]]] = []
-        for model in evictable:
-            if all(v <= 0 for v in remaining.values()):
-                break
-            gains = frees(model)
-            if any(remaining.get(k, 0) > 0 for k in gains):
-                chosen.append((model, gains))
-                for k, gain in gains.items():
-                    if k in remaining:
-                        remaining[k] -= gain
-        fits = all(v <= 0 for v in remaining.values())
-        if fits:
-            # Greedy picks in cost order can over-evict: drop, costliest first, any eviction
-            # the others already make unnecessary.
-            for model, gains in reversed(list(chosen)):
-                if all(remaining.get(k, 0) + gains.get(k, 0) <= 0 for k in remaining):
-                    chosen.remove((model, gains))
-                    for k in remaining:
-                        remaining[k] += gains.get(k, 0)
-        evictions = tuple(
-            unload_action(m, "ensure", costs[model_key(m)], f"make room for {_names(refs)}")
-            for m, _ in chosen
+        answer = admission.admit(
+            estimates,
+            reading.snapshot,
+            loaded,
+            policy_of=self.policy,
+            costs=costs,
+            config=self.warden.config,
+            priority=priority,
+            pool_id=pool_id,
+            refusing=None if refused is None else f"memory pressure is {reading.level}: {refused}",
+            names=_names(refs),
         )
-        evictable_bytes = sum(m.total_bytes for m in evictable)
-        reason = None
-        if not fits:
-            short = ", ".join(
-                f"{_need_name(k)} {_need_amount(k, v)}" for k, v in remaining.items() if v > 0
-            )
-            asked = ", ".join(f"{_need_name(k)} {_need_amount(k, v)}" for k, v in needed.items())
-            reason = (
-                f"{_names(refs)} need(s) {_gib(sum(e.total_bytes for e in estimates))} "
-                f"at {context_tokens} tokens of context; short by {asked}. Evicting every "
-                f"model that may be evicted ({len(evictable)} models, "
-                f"{_gib(evictable_bytes)}) still leaves {short} missing"
-            )
-            if kept_reasons:
-                reason += f"; not evictable: {'; '.join(kept_reasons[:10])}"
-                if len(kept_reasons) > 10:
-                    reason += f" and {len(kept_reasons) - 10} more"
+        evictions = tuple(
+            unload_action(e.model, "ensure", e.cost, f"make room for {_names(refs)}")
+            for e in answer.evictions
+        )
         return LoadPlan(
             models=refs,
             priority=priority,
             estimates=estimates,
-            needed=needed,
+            needed=answer.need.short,
             evictions=evictions,
-            fits=fits,
-            reason=reason,
-            evictable_bytes=evictable_bytes,
+            fits=answer.fits,
+            reason=answer.reason,
+            evictable_bytes=answer.evictable_bytes,
+            placement=answer.need.placement,
+            evicted=tuple(e.model for e in answer.evictions),
+            not_evictable=answer.not_evictable,
+            refusing=answer.need.refusing,
         )
-
-    def _evictable(
-        self, loaded: Sequence[LoadedModel], priority: int
-    ) -> tuple[list[LoadedModel], list[str]]:
-        evictable: list[LoadedModel] = []
-        kept: list[str] = []
-        for model in loaded:
-            policy = self.policy(model)
-            label = model.instance_id or model.name
-            if policy.critical or policy.pinned:
-                kept.append(f"{label} is {'critical' if policy.critical else 'pinned'}")
-            elif model.requests_in_flight > 0:
-                kept.append(f"{label} has {model.requests_in_flight} request(s) in flight")
-            elif policy.priority > priority:
-                kept.append(f"{label} has priority {policy.priority} > {priority}")
-            else:
-                evictable.append(model)
-        return evictable, kept
 
     def ensure(
         self,
         models: Sequence[ModelRef | str],
-        priority: int = 0,
+        priority: int | None = None,
         *,
         context_tokens: int = DEFAULT_CONTEXT_TOKENS,
         options: Mapping[str, Any] | None = None,
@@ -763,21 +992,18 @@ class Governor:
         """Make room for ``models``: evict what :meth:`plan_load` chose, or raise
         :class:`InsufficientMemory` naming what is needed and what could be freed."""
         refs = tuple(m if isinstance(m, ModelRef) else ModelRef(name=m) for m in models)
-        reading = self.sample()
-        self.observe(reading)
-        refused = self.refusing(reading)
-        if refused is not None:
-            self._refuse(refs, f"memory pressure is {reading.level}: {refused}")
-        plan = self.plan_load(
-            refs, priority, context_tokens=context_tokens, options=options, reading=reading
-        )
+        plan = self.plan_load(refs, priority, context_tokens=context_tokens, options=options)
         if not plan.fits:
             self._refuse(refs, plan.reason or "it does not fit")
         if dry_run:
             return plan
-        current = reading
+        current = self.last_reading
+        assert current is not None  # plan_load sampled
         for action in plan.evictions:
             outcome, current = self._take(action, current)
+            if outcome.refused:
+                # The model became protected (pinned, busy) between the plan and the eviction.
+                self._refuse(refs, f"evicting {action.model!r} was refused: {outcome.error}")
             if not outcome.ok:
                 raise ProviderError(
                     f"could not make room for {_names(refs)}: unloading {action.model!r} "
@@ -805,31 +1031,54 @@ class Governor:
     def load(
         self,
         model: ModelRef | str,
-        priority: int = 0,
+        priority: int | None = None,
         *,
         context_tokens: int | None = None,
         keep_alive_s: float | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
-        """``ensure()`` then load through the model's provider, remembering its priority."""
+        """``ensure()`` then load through the model's provider, remembering its priority
+        (the configured one when none is given)."""
+        return self.admit_and_load(
+            model,
+            priority,
+            context_tokens=context_tokens,
+            keep_alive_s=keep_alive_s,
+            options=options,
+        ).loaded
+
+    def admit_and_load(
+        self,
+        model: ModelRef | str,
+        priority: int | None = None,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> LoadOutcome:
+        """:meth:`load`, also returning the plan it carried out (what was evicted), for callers
+        that report it (``memwarden load``)."""
         ref = model if isinstance(model, ModelRef) else ModelRef(name=model)
         provider = self._provider_for(ref)
         if ref.provider is None:
             ref = attrs.evolve(ref, provider=provider.name)
-        self.ensure(
+        plan = self.ensure(
             [ref],
             priority,
             context_tokens=context_tokens or DEFAULT_CONTEXT_TOKENS,
             options=options,
         )
+        priority = plan.priority
         loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
         self._priorities[model_key(loaded)] = priority
         if self._loaded is not None:
             self._loaded.append(loaded)
+        evicted = [m.instance_id or m.name for m in plan.evicted]
         self.warden.emit(
             Event(
                 kind="model-loaded",
-                message=f"loaded {loaded.name} ({loaded.provider}) with priority {priority}",
+                message=f"loaded {loaded.name} ({loaded.provider}) with priority {priority}"
+                + (f", after evicting {', '.join(evicted)}" if evicted else ""),
                 level=self.level,
                 data={
                     "model": loaded.name,
@@ -837,52 +1086,22 @@ class Governor:
                     "instance": loaded.instance_id,
                     "total_bytes": loaded.total_bytes,
                     "priority": priority,
+                    "evicted": evicted,
                 },
             )
         )
-        return loaded
+        return LoadOutcome(loaded=loaded, plan=plan)
 
     def _provider_for(self, ref: ModelRef) -> Provider:
         return self.warden.resolve(ref.path or ref.name, ref.provider)
 
 
 # The key of LoadPlan.needed for the limit on concurrently loaded models.
-MAX_LOADED = "max_loaded_models"
+MAX_LOADED = admission.MAX_LOADED
 
 
 def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
     return (action.kind, action.strategy, action.provider, action_target(action))
-
-
-def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
-    """An ``unload`` action for a loaded model, as strategies and ensure() propose it."""
-    label = model.instance_id or model.name
-    return Action(
-        kind=UNLOAD,
-        strategy=strategy,
-        description=f"unload {label} ({model.provider}, {_gib(model.total_bytes)}) to {why}",
-        expected_freed_bytes=model.total_bytes,
-        cost=cost,
-        model=model.name,
-        provider=model.provider,
-        params={"instance": model.instance_id} if model.instance_id else {},
-    )
-
-
-def _home_pool(snapshot: DeviceSnapshot) -> str | None:
-    """Where a model's memory lands when its estimate names no pool: system or unified RAM."""
-    for kind in (PoolKind.UNIFIED, PoolKind.SYSTEM):
-        for pool in snapshot.pools:
-            if pool.kind == kind:
-                return pool.id
-    return snapshot.pools[0].id if snapshot.pools else None
-
-
-def _single_gpu_pool(snapshot: DeviceSnapshot) -> str | None:
-    # LoadedModel.gpu_bytes does not say which GPU; with one it is unambiguous, with several
-    # the plan counts no GPU relief rather than guess.
-    gpus = [p.id for p in snapshot.pools if p.kind == PoolKind.GPU]
-    return gpus[0] if len(gpus) == 1 else None
 
 
 def _names(refs: Sequence[ModelRef]) -> str:
@@ -891,15 +1110,3 @@ def _names(refs: Sequence[ModelRef]) -> str:
 
 def _gib(value: int) -> str:
     return f"{value / 2**30:.2f} GiB"
-
-
-def _need_name(key: str) -> str:
-    if key == pressure.MANAGED_CAP:
-        return "max_managed_memory"
-    if key == MAX_LOADED:
-        return "max_loaded_models"
-    return f"pool {key}"
-
-
-def _need_amount(key: str, value: int) -> str:
-    return f"{value} model slot(s)" if key == MAX_LOADED else _gib(value)

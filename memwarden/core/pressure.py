@@ -13,6 +13,7 @@ from memwarden.core.types import (
     PressureLevel,
     PressureReading,
 )
+from memwarden.core.units import format_bytes
 
 # The window of the PSI averages the stall rules read (the kernel's avg10).
 PSI_WINDOW_S = 10.0
@@ -45,7 +46,10 @@ def pool_pressure(
     if config.min_free is not None and pool.available_bytes < config.min_free:
         if level < PressureLevel.CRITICAL:
             level = PressureLevel.CRITICAL
-        reasons.append(f"{pool.available_bytes} bytes free < min_free {int(config.min_free)}")
+        reasons.append(
+            f"{format_bytes(pool.available_bytes)} free < min_free "
+            f"{format_bytes(int(config.min_free))}"
+        )
     stalled_rule = False
     for stalled, threshold, kind, psi_level in (
         (pool.psi_full_avg10, config.psi_full_critical_percent, "all", PressureLevel.CRITICAL),
@@ -111,7 +115,8 @@ def evaluate(
                 )
         if cap_level:
             reasons.append(
-                f"managed models use {managed_bytes} of max_managed_memory {int(cap)} bytes"
+                f"managed models use {format_bytes(managed_bytes)} of max_managed_memory "
+                f"{format_bytes(int(cap))}"
             )
         level = max(level, cap_level)
     return PressureReading(

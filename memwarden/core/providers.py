@@ -78,6 +78,12 @@ class Provider(abc.ABC):
         release-caches strategy only proposes what a runtime reports here."""
         return 0
 
+    def close(self) -> None:
+        """Close the runtime's connections. The core calls it (on a thread of its own) when a
+        call missed its deadline, so that the call still reading from a hung or dribbling
+        runtime ends; the next call must open new connections. The default does nothing."""
+        return None
+
     def release_caches(self) -> int:
         """Give back what :meth:`releasable_cache_bytes` reported; return the bytes released."""
         return 0

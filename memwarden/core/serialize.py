@@ -10,7 +10,7 @@ from cattrs.gen import make_dict_unstructure_fn
 from cattrs.preconf.json import make_converter
 
 from memwarden.core.errors import StateError
-from memwarden.core.types import Event, PressureLevel, PressureReading, UsageRecord
+from memwarden.core.types import ActionKind, Event, PressureLevel, PressureReading, UsageRecord
 
 T = TypeVar("T")
 
@@ -26,6 +26,11 @@ converter.register_structure_hook(
     PressureLevel,
     lambda value, _: PressureLevel[value] if isinstance(value, str) else PressureLevel(value),
 )
+
+
+# Action.kind: a known kind by its value; an unknown one (rejected when proposed) as given.
+converter.register_unstructure_hook(ActionKind | str, str)
+converter.register_structure_hook(ActionKind | str, lambda value, _: value)
 
 
 def to_data(obj: Any) -> Any:

@@ -243,15 +243,41 @@ class PressureReading:
     managed_level: PressureLevel = PressureLevel.NORMAL
 
 
+class ActionKind(enum.StrEnum):
+    """What an action does; the governor has one executor for each kind."""
+
+    UNLOAD = "unload"  # Provider.unload(instance_id or model)
+    SHRINK_CONTEXT = "shrink-context"  # reload the model with context_tokens
+    RELEASE_CACHE = "release-cache"  # Provider.release_caches()
+    COMPRESS_CONTEXT = "compress-context"  # compress_context hook on session_id's window
+    REFUSE_LOADS = "refuse-loads"  # ensure() refuses new loads while the level stays high
+
+
+def _action_kind(value: ActionKind | str) -> ActionKind | str:
+    # A known kind given as a plain string becomes the enum member; anything else is kept as
+    # it came, so that the governor can reject it by name when it is proposed.
+    try:
+        return ActionKind(value)
+    except ValueError:
+        return value
+
+
 @attrs.frozen
 class Action:
-    """A step a strategy proposes to relieve pressure; the core decides which to take.
+    """A step a strategy proposes to relieve pressure; the core checks it and decides which to
+    take.
 
     ``cost`` is unitless and only compared between proposals: 0 is free (drop a cache), 1 is an
     unloaded idle model, 10 and more hurts users (evicting a model that is being used).
+
+    The fields an action needs depend on its kind: ``unload`` needs ``model`` and ``provider``
+    (and ``instance_id`` where the runtime has several instances of a model);
+    ``shrink-context`` also ``context_tokens`` (below the model's current context) and
+    ``from_context_tokens``; ``release-cache`` needs ``provider``; ``compress-context`` needs
+    ``session_id`` and ``budget_tokens``; ``refuse-loads`` needs nothing more.
     """
 
-    kind: str  # "release-cache", "compress-context", "shrink-context", "unload", "refuse-loads"
+    kind: ActionKind | str = attrs.field(converter=_action_kind)
     strategy: str
     description: str
     expected_freed_bytes: int
@@ -259,7 +285,11 @@ class Action:
     model: str | None = None
     provider: str | None = None
     pool_id: str | None = None
-    params: Mapping[str, str | int | float | bool] = attrs.field(factory=dict)
+    instance_id: str | None = None
+    context_tokens: int | None = None
+    from_context_tokens: int | None = None
+    session_id: str | None = None
+    budget_tokens: int | None = None
 
 
 @attrs.frozen

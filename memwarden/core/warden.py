@@ -6,13 +6,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from memwarden.core import pressure
+from memwarden.core.calls import Calls
 from memwarden.core.config import Config, load_config
 from memwarden.core.errors import (
     EstimateUnavailable,
@@ -22,7 +22,7 @@ from memwarden.core.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from memwarden.core.plugins import Plugins
+from memwarden.core.plugins import HookAnswer, PluginContractError, Plugins
 from memwarden.core.providers import Provider, same_model
 from memwarden.core.serialize import record_type
 from memwarden.core.types import (
@@ -44,12 +44,20 @@ from memwarden.core.types import (
     UsageRecord,
 )
 from memwarden.core.usage import UsageTracker
+from memwarden.estimation.model_files import looks_like_path
+
+if TYPE_CHECKING:
+    from memwarden.core.governor import Governor
 
 log = logging.getLogger("memwarden")
 
 
 # A provider that has not answered by then is reported unreachable; the others are not held up.
-PROVIDER_TIMEOUT_S = 5.0
+# A total deadline, whatever the provider's own (per-read) timeouts: `memwarden status` must
+# finish within 5 s whatever a runtime does.
+PROVIDER_TIMEOUT_S = 2.0
+# The same for every device plugin's detect_device on each snapshot.
+DEVICE_TIMEOUT_S = 2.0
 # A provider found unreachable is asked again only after this long.
 PROVIDER_RETRY_AFTER_S = 10.0
 
@@ -85,7 +93,10 @@ class Warden:
         self._providers: dict[str, Provider] | None = None
         # Provider name -> (monotonic time before which it is not asked again, why it is down).
         self._down_until: dict[str, tuple[float, str]] = {}
+        # Provider calls in progress, at most one per provider and method (core/calls.py).
+        self._calls = Calls()
         self.usage = UsageTracker(on_record=self._on_usage)
+        self._governor: Governor | None = None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Warden:
@@ -98,14 +109,49 @@ class Warden:
     # -- devices and pressure --------------------------------------------------------------
 
     def snapshot(self) -> DeviceSnapshot:
+        """Every device plugin's pools, each plugin under a deadline and checked: a plugin that
+        blocks, returns the wrong type or reports a pool id another plugin already reported is
+        recorded as failed (by name) and left out; everything else is measured as usual."""
         pools: list[MemoryPool] = []
         unavailable: list[DeviceUnavailable] = []
-        for result in self.hook.detect_device(config=self.config):
+        owners: dict[str, str] = {}
+        for answer in self.plugins.call_each(
+            "detect_device", deadline_s=DEVICE_TIMEOUT_S, kwargs={"config": self.config}
+        ):
+            if answer.missed is not None:
+                unavailable.append(DeviceUnavailable(source=answer.plugin, reason=answer.missed))
+                continue
+            result = answer.result
+            if result is None:
+                continue
             if isinstance(result, DeviceUnavailable):
                 unavailable.append(result)
-            else:
-                pools.extend(result)
+                continue
+            if not isinstance(result, list | tuple) or not all(
+                isinstance(p, MemoryPool) for p in result
+            ):
+                self._contract_broken(
+                    answer,
+                    "detect_device",
+                    f"returned {_kind_of(result)}; expected a list of MemoryPool, a "
+                    "DeviceUnavailable or None",
+                )
+                continue
+            for pool in result:
+                owner = owners.setdefault(pool.id, answer.plugin)
+                if owner != answer.plugin:
+                    self._contract_broken(
+                        answer,
+                        "detect_device",
+                        f"reported pool id {pool.id!r}, which plugin {owner!r} already "
+                        "reports; the first one is kept",
+                    )
+                    continue
+                pools.append(pool)
         return DeviceSnapshot(pools=tuple(_own_pools(pools)), unavailable=tuple(unavailable))
+
+    def _contract_broken(self, answer: HookAnswer, hook: str, what: str) -> None:
+        self.plugins.record_failure(answer.plugin, hook, PluginContractError(what))
 
     def pressure(
         self,
@@ -156,12 +202,14 @@ class Warden:
             path = model.path or next(
                 (
                     m.gguf_path
-                    for m in provider.available_models()
+                    for m in self._call_provider(provider, "available_models")
                     if m.gguf_path and same_model(m.name, model.name)
                 ),
                 None,
             )
-            metadata = options.get("metadata") or provider.model_metadata(model.name)
+            metadata = options.get("metadata") or self._call_provider(
+                provider, "model_metadata", model.name
+            )
         except MemwardenError as exc:
             log.info("provider %s cannot describe %s: %s", provider.name, model.name, exc)
             return None
@@ -173,20 +221,51 @@ class Warden:
     # -- providers -------------------------------------------------------------------------
 
     def providers(self) -> dict[str, Provider]:
+        """Every registered runtime by name. A plugin that registers a name already taken, or
+        something that is not a :class:`Provider`, is recorded as failed and that registration
+        refused; the first registration of a name (in plugin registration order) is kept."""
         if self._providers is None:
+            registered: dict[str, list[Any]] = {}
+
+            def registrar(plugin: str) -> dict[str, Any]:
+                mine = registered.setdefault(plugin, [])
+                return {"register": mine.append, "config": self.config}
+
+            answers = self.plugins.call_each(
+                "register_providers", deadline_s=PROVIDER_TIMEOUT_S, kwargs_for=registrar
+            )
             found: dict[str, Provider] = {}
-
-            def register(provider: Provider) -> None:
-                if provider.name in found:
-                    raise ProviderError(f"two providers are named {provider.name!r}")
-                found[provider.name] = provider
-
-            self.hook.register_providers(register=register, config=self.config)
+            owners: dict[str, str] = {}
+            for answer in answers:
+                # A plugin that missed its deadline may still be registering: take nothing.
+                offered = registered.get(answer.plugin, []) if answer.missed is None else []
+                for provider in list(offered):
+                    if not isinstance(provider, Provider):
+                        self._contract_broken(
+                            answer,
+                            "register_providers",
+                            f"registered {_kind_of(provider)}, not a memwarden Provider",
+                        )
+                    elif provider.name in found:
+                        self._contract_broken(
+                            answer,
+                            "register_providers",
+                            f"registered a provider named {provider.name!r}, a name plugin "
+                            f"{owners[provider.name]!r} already registered; this one is refused",
+                        )
+                    else:
+                        found[provider.name] = provider
+                        owners[provider.name] = answer.plugin
             self._providers = found
         return self._providers
 
     def _each_provider(self, call: str, *args: Any) -> list[tuple[Provider, Any]]:
         """Call a method on every provider at once; a slow or failing one yields an exception.
+
+        Each call runs under a total deadline (``PROVIDER_TIMEOUT_S``) on a daemon thread, at
+        most one per provider and method: a runtime that dribbles its answer or hangs is
+        reported unreachable after the deadline, its client is closed, and the call still
+        running is awaited by the next caller instead of a new one being started.
 
         A provider found unreachable is not asked again for ``PROVIDER_RETRY_AFTER_S``: the
         monitor samples every second, and probing a runtime that is not running (LM Studio's
@@ -198,20 +277,32 @@ class Warden:
         now = self.clock()
         asked = [p for p in providers if self._down_until.get(p.name, (0.0, ""))[0] <= now]
         answers: dict[str, Any] = {}
-        if asked:
-            pool = ThreadPoolExecutor(max_workers=len(asked), thread_name_prefix="provider")
-            futures = [(p, pool.submit(getattr(p, call), *args)) for p in asked]
-            for provider, future in futures:
-                try:
-                    answers[provider.name] = future.result(timeout=PROVIDER_TIMEOUT_S)
-                except FutureTimeout:
-                    answers[provider.name] = ProviderUnavailable(
-                        f"{provider.name}: no answer within {PROVIDER_TIMEOUT_S:g} s"
-                    )
-                except Exception as exc:
-                    answers[provider.name] = exc
-                self._note_health(provider.name, answers[provider.name])
-            pool.shutdown(wait=False, cancel_futures=True)
+        started = [
+            (
+                p,
+                *self._calls.start(
+                    (p.name, call, args), f"{p.name}.{call}", getattr(p, call), *args
+                ),
+            )
+            for p in asked
+        ]
+        for provider, pending, fresh in started:
+            deadline_s = PROVIDER_TIMEOUT_S
+            pending.wait(pending.started_at + deadline_s - self._calls.clock())
+            if pending.done:
+                answers[provider.name] = (
+                    pending.error if pending.error is not None else pending.result
+                )
+            else:
+                answers[provider.name] = ProviderUnavailable(
+                    f"{provider.name}: no answer within {deadline_s:g} s (to {call})"
+                    + ("" if fresh else " (still busy with an earlier call)"),
+                    hint="the runtime is hung or overloaded; memwarden asks again later",
+                )
+                if not pending.abandoned:
+                    pending.abandoned = True
+                    self._close_late(provider)
+            self._note_health(provider.name, answers[provider.name])
         results: list[tuple[Provider, Any]] = []
         for provider in providers:
             if provider.name in answers:
@@ -225,6 +316,32 @@ class Warden:
             else:
                 results.append((provider, ProviderUnavailable(f"{provider.name}: {reason}")))
         return results
+
+    def _call_provider(self, provider: Provider, call: str, *args: Any) -> Any:
+        """One provider method under the same total deadline as ``_each_provider``."""
+        pending = self._calls.call(
+            (provider.name, call, args),
+            f"{provider.name}.{call}",
+            PROVIDER_TIMEOUT_S,
+            getattr(provider, call),
+            *args,
+        )
+        if not pending.done:
+            self._close_late(provider)
+            raise ProviderUnavailable(
+                f"{provider.name}: no answer within {PROVIDER_TIMEOUT_S:g} s (to {call})",
+                hint="the runtime is hung or overloaded; memwarden asks again later",
+            )
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _close_late(self, provider: Provider) -> None:
+        """Close the connections of a provider whose call missed its deadline, so the call still
+        reading from it ends, on a thread of its own: closing may block too."""
+        self._calls.start(
+            (provider.name, "close"), f"{provider.name}.close", _close_quietly, provider
+        )
 
     def _note_health(self, name: str, answer: Any) -> None:
         if isinstance(answer, ProviderStatus) and not answer.reachable:
@@ -338,6 +455,34 @@ class Warden:
         """Requests made through memwarden that ``model`` is serving now."""
         return self.usage.in_flight(model, provider)
 
+    def model_ref(
+        self, model: str, provider: str | None = None, *, need_provider: bool = False
+    ) -> ModelRef:
+        """What a model name means, the same for ``estimate``, ``fit``, ``plan --load``,
+        ``load`` and ``generate``: a GGUF path stays a path; otherwise the provider is the one
+        named, else the first reachable one that offers the model (:meth:`resolve`, the embedded
+        llama.cpp's ``models_dir`` included), so that :meth:`estimate` can ask it for the
+        model's file. A name no provider offers is left to the estimators' own search of the
+        model stores, unless ``need_provider`` (a load), where it is :class:`ModelNotFound`.
+        """
+        path = model if looks_like_path(model) else None
+        if provider is None and (need_provider or path is None):
+            try:
+                provider = self.resolve(model).name
+            except ModelNotFound:
+                if need_provider:
+                    raise
+        return ModelRef(name=model, provider=provider, path=path)
+
+    @property
+    def governor(self) -> Governor:
+        """The governor of this warden (one per warden), which admits every load."""
+        if self._governor is None:
+            from memwarden.core.governor import Governor
+
+            self._governor = Governor(self)
+        return self._governor
+
     def generate(
         self,
         model: str,
@@ -345,12 +490,32 @@ class Warden:
         *,
         provider: str | None = None,
         max_tokens: int | None = None,
+        priority: int | None = None,
     ) -> GenerateResult:
-        """Send a prompt to a model through its provider, counting the call."""
-        chosen = self.resolve(model, provider)
+        """Send a prompt to a model through its provider, counting the call.
+
+        A model that is not loaded yet is loaded through admission first (``Governor.load``):
+        room is made, or the call is refused with :class:`InsufficientMemory`, exactly as
+        ``memwarden load`` would, instead of letting the runtime load it behind memwarden's
+        back. ``priority`` is the load's (default: the configured one).
+        """
+        ref = self.model_ref(model, provider, need_provider=True)
+        chosen = self.provider(ref.provider or "")
+        if not self._is_loaded(chosen, model):
+            self.governor.load(ref, priority)
         with self.usage.track(chosen.name, model) as call:
             call.result = chosen.generate(model, prompt, max_tokens=max_tokens)
         return call.result
+
+    def _is_loaded(self, provider: Provider, model: str) -> bool:
+        names = {model, Path(model).stem} if looks_like_path(model) else {model}
+        try:
+            loaded = self._call_provider(provider, "loaded_models")
+        except MemwardenError:
+            return False
+        return any(
+            m.instance_id in names or any(same_model(m.name, n) for n in names) for m in loaded
+        )
 
     def _on_usage(self, record: UsageRecord) -> None:
         self.persist("usage", record)
@@ -399,3 +564,18 @@ class Warden:
                 },
             )
         )
+
+
+def _close_quietly(provider: Provider) -> None:
+    try:
+        provider.close()
+    except Exception as exc:
+        log.info("provider %s: closing its connections failed: %s", provider.name, exc)
+
+
+def _kind_of(value: object) -> str:
+    """What a plugin returned, named without echoing it (it may be huge)."""
+    if isinstance(value, list | tuple):
+        kinds = sorted({type(item).__name__ for item in value})
+        return f"a {type(value).__name__} of {', '.join(kinds) or 'nothing'}"
+    return f"a {type(value).__name__}"

@@ -30,6 +30,9 @@ class AmdOptions:
     root: str = "/"
 
 
+OPTIONS = AmdOptions
+
+
 @attrs.frozen
 class Card:
     name: str  # "card1"

@@ -24,11 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, NoOptions
 from memwarden.core.types import DeviceUnavailable, MemoryPool, PoolKind
 from memwarden.hookspecs import hookimpl
 
 NAME = "apple"
+# Takes no [plugins.apple] options: any key there is an unknown key.
+OPTIONS = NoOptions
 POOL_ID = "unified"
 COMMAND_TIMEOUT_S = 2.0
 GIB = 1024**3

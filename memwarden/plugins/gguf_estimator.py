@@ -40,6 +40,9 @@ class GGUFEstimatorOptions:
     models_dirs: tuple[str, ...] = ()
 
 
+OPTIONS = GGUFEstimatorOptions
+
+
 _cache: dict[tuple[str, int, int], GGUFModel] = {}
 _cache_lock = threading.Lock()
 

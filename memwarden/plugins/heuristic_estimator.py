@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from memwarden.core.config import NoOptions
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.estimation.gguf import ggml_type
 from memwarden.estimation.metadata import reported_size, split_metadata
@@ -27,6 +28,8 @@ from memwarden.estimation.sizing import (
 from memwarden.hookspecs import hookimpl
 
 NAME = "heuristic-estimator"
+# Takes no [plugins.heuristic-estimator] options: any key there is an unknown key.
+OPTIONS = NoOptions
 DEFAULT_QUANTIZATION = "Q4_K_M"
 # f16 KV cache bytes per token per parameter: Llama 3 8B (32 layers x 8 KV heads x 128 x 2 x
 # 2 bytes = 128 KiB per token for 8.0e9 parameters). Qwen 2.5 7B needs half, Llama 2 7B (no GQA)

@@ -32,7 +32,7 @@ import attrs
 import platformdirs
 import psutil
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
 from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
@@ -50,17 +50,25 @@ class LlamaCppOptions:
     # More GGUF files, anywhere.
     models: tuple[str, ...] = ()
     # Used when a load names no context length.
-    default_context_tokens: int = 2048
+    default_context_tokens: int = count(2048, minimum=1, maximum=10_000_000)
     # Unload a model idle this long (None: keep it until unloaded).
-    keep_alive_s: float | None = None
-    threads: int | None = None
-    load_timeout_s: float = 300.0
-    generate_timeout_s: float = 300.0
+    keep_alive_s: float | None = seconds(None, optional=True)
+    threads: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), attrs.validators.ge(1)]
+        ),
+    )
+    load_timeout_s: float = seconds(300.0, minimum=0.01, maximum=86_400.0)
+    generate_timeout_s: float = seconds(300.0, minimum=0.01, maximum=86_400.0)
 
     def resolved_models_dir(self) -> Path:
         if self.models_dir:
             return Path(self.models_dir).expanduser()
         return platformdirs.user_data_path("memwarden") / "models"
+
+
+OPTIONS = LlamaCppOptions
 
 
 def process_memory_bytes(pid: int) -> int:

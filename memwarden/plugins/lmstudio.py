@@ -20,7 +20,7 @@ import httpx
 import lmstudio
 import msgspec
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, seconds
 from memwarden.core.errors import (
     MemwardenError,
     ModelNotFound,
@@ -45,9 +45,25 @@ class LMStudioOptions:
     """``[plugins.lmstudio]``."""
 
     # host:port of LM Studio's API server, without a scheme.
-    host: str = DEFAULT_HOST
-    timeout_s: float = 5.0
-    load_timeout_s: float = 600.0
+    host: str = attrs.field(default=DEFAULT_HOST)
+    # The core gives every status and listing call a total deadline of its own (2 s) on top.
+    timeout_s: float = seconds(5.0, minimum=0.01, maximum=3600.0)
+    load_timeout_s: float = seconds(600.0, minimum=0.01, maximum=86_400.0)
+
+    @host.validator
+    def _host_has_a_port(self, attribute: attrs.Attribute[str], host: object) -> None:
+        if not isinstance(host, str):
+            raise TypeError(f"'{attribute.name}' must be a string such as 127.0.0.1:1234: {host!r}")
+        bare = host.removeprefix("http://").removeprefix("ws://").rstrip("/")
+        _, _, port = bare.rpartition(":")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"'{attribute.name}' must be host:port with a port from 1 to 65535 "
+                f"(127.0.0.1:1234): {host[:200]!r}"
+            )
+
+
+OPTIONS = LMStudioOptions
 
 
 class LMStudioProvider(Provider):
@@ -125,6 +141,8 @@ class LMStudioProvider(Provider):
 
     def _map_error(self, action: str, model: str | None, exc: BaseException) -> MemwardenError:
         where = f"lmstudio ({self.host})"
+        # The server's text is untrusted: never echo megabytes of it.
+        text = str(exc) if len(str(exc)) <= 300 else f"{str(exc)[:300]}..."
         if isinstance(exc, MemwardenError):
             return exc
         if isinstance(exc, lmstudio.LMStudioModelNotFoundError):
@@ -134,14 +152,14 @@ class LMStudioProvider(Provider):
             )
         if isinstance(exc, lmstudio.LMStudioServerError):
             return ProviderError(
-                f"{where}: {action} failed: {exc}",
+                f"{where}: {action} failed: {text}",
                 hint="the message above is LM Studio's own; `memwarden status` shows free memory",
             )
         if isinstance(
             exc, msgspec.ValidationError | ValueError | KeyError | TypeError | AttributeError
         ) or (isinstance(exc, lmstudio.LMStudioClientError) and "unexpected" in str(exc)):
             return ProviderError(
-                f"{where}: answered {action} with malformed data ({type(exc).__name__}: {exc})",
+                f"{where}: answered {action} with malformed data ({type(exc).__name__}: {text})",
                 hint="check that LM Studio, and not another program, listens on that port",
             )
         if isinstance(
@@ -152,16 +170,32 @@ class LMStudioProvider(Provider):
             | httpx.HTTPError
             | OSError,
         ):
-            return ProviderUnavailable(f"{where}: not reachable ({exc})", hint=_START_HINT)
-        return ProviderError(f"{where}: {action} failed: {type(exc).__name__}: {exc}")
+            return ProviderUnavailable(f"{where}: not reachable ({text})", hint=_START_HINT)
+        return ProviderError(f"{where}: {action} failed: {type(exc).__name__}: {text}")
 
     # -- the contract ----------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Close the SDK client, so that a call still waiting on a hung server ends."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def status(self) -> ProviderStatus:
+        """Reachable only when LM Studio answers *and* lists its loaded and downloaded models:
+        one that connects but fails to list is failing, not reachable with no models."""
         try:
             self._call("greeting", lambda client: None)
         except MemwardenError as exc:
             return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
+        for listing in (self.loaded_models, self.available_models):
+            try:
+                listing()
+            except MemwardenError as exc:
+                return ProviderStatus(
+                    name=self.name, reachable=False, reason=f"connects but fails: {exc.message}"
+                )
         return ProviderStatus(name=self.name, reachable=True)
 
     def available_models(self) -> list[AvailableModel]:

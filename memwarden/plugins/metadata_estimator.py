@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from memwarden.core.config import NoOptions
 from memwarden.core.errors import EstimateUnavailable
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.estimation.metadata import shape_from_provider
@@ -20,6 +21,8 @@ from memwarden.estimation.sizing import ShapeError, memory_estimate
 from memwarden.hookspecs import hookimpl
 
 NAME = "metadata-estimator"
+# Takes no [plugins.metadata-estimator] options: any key there is an unknown key.
+OPTIONS = NoOptions
 
 
 @hookimpl

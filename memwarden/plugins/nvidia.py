@@ -18,11 +18,13 @@ from typing import Any
 
 import attrs
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, NoOptions
 from memwarden.core.types import DeviceUnavailable, MemoryPool, PoolKind, PoolProcess
 from memwarden.hookspecs import hookimpl
 
 NAME = "nvidia"
+# Takes no [plugins.nvidia] options: any key there is an unknown key.
+OPTIONS = NoOptions
 
 # After NVML failed to start (no driver), try again only this often: a snapshot runs up to ten
 # times a second and each attempt loads a shared library.

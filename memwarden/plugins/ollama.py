@@ -21,7 +21,7 @@ import httpx
 import ollama
 import pydantic
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
 from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
@@ -39,13 +39,36 @@ class OllamaOptions:
     """``[plugins.ollama]``."""
 
     # Default: $OLLAMA_HOST, then http://127.0.0.1:11434.
-    host: str | None = None
-    # For listing, showing and unloading; a load reads weights and gets load_timeout_s.
-    timeout_s: float = 5.0
-    load_timeout_s: float = 600.0
+    host: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            lambda _, attribute, value: _check_host(attribute.name, value)
+        ),
+    )
+    # For listing, showing and unloading; a load reads weights and gets load_timeout_s. The
+    # core gives every status and listing call a total deadline of its own (2 s) on top.
+    timeout_s: float = seconds(5.0, minimum=0.01, maximum=3600.0)
+    load_timeout_s: float = seconds(600.0, minimum=0.01, maximum=86_400.0)
     # Extra attempts for idempotent reads whose connection failed.
-    retries: int = 2
-    retry_backoff_s: float = 0.1
+    retries: int = count(2, maximum=10)
+    retry_backoff_s: float = seconds(0.1, maximum=60.0)
+
+
+OPTIONS = OllamaOptions
+
+
+def _check_host(key: str, host: str) -> None:
+    if not isinstance(host, str):
+        raise TypeError(f"'{key}' must be a string such as http://127.0.0.1:11434: {host!r}")
+    try:
+        port = urlsplit(host if "://" in host else f"http://{host}").port
+    except ValueError:
+        port = -1
+    if port == -1 or port == 0:
+        raise ValueError(
+            f"'{key}' must be a URL with a port from 1 to 65535 (http://127.0.0.1:11434): "
+            f"{host[:200]!r}"
+        )
 
 
 def normalise_host(host: str) -> str:
@@ -131,7 +154,8 @@ class OllamaProvider(Provider):
                 ) from None
             except httpx.HTTPError as exc:
                 raise ProviderUnavailable(
-                    f"ollama ({self.host}): {action} failed: {exc}", hint=_START_HINT
+                    f"ollama ({self.host}): {action} failed: {_clip(str(exc), 300)}",
+                    hint=_START_HINT,
                 ) from None
         raise AssertionError("unreachable")
 
@@ -140,62 +164,104 @@ class OllamaProvider(Provider):
     ) -> ProviderError | ModelNotFound:
         if exc.status_code == 404:
             return ModelNotFound(
-                f"ollama ({self.host}): model {model!r} not found ({exc.error})",
+                f"ollama ({self.host}): model {model!r} not found ({_clip(str(exc.error), 300)})",
                 hint=f"`ollama pull {model}`, or pick one from `memwarden models`",
             )
         return ProviderError(
-            f"ollama ({self.host}): {action} failed: {exc.error} (HTTP {exc.status_code})",
+            f"ollama ({self.host}): {action} failed: {_clip(str(exc.error), 300)} "
+            f"(HTTP {exc.status_code})",
             hint="the message above is Ollama's own; `memwarden status` shows free memory",
         )
 
     # -- the contract ----------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Close every client, so that a call still reading from a hung server ends; the next
+        call builds new ones."""
+        with self._clients_lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
     def status(self) -> ProviderStatus:
-        def version(_: ollama.Client) -> str:
-            # The client has no call for /api/version.
-            response = httpx.get(f"{self.host}/api/version", timeout=self.options.timeout_s)
+        """Reachable only when the server answers its version *and* lists its loaded and
+        downloaded models: a server that answers /api/version but fails /api/ps (out of
+        memory, the wrong shape) is failing, not reachable with no models."""
+
+        def version(client: ollama.Client) -> str:
+            # The client has no call for /api/version; its HTTP client is used directly.
+            response = client._client.get("/api/version")
             response.raise_for_status()
-            return str(response.json()["version"])
+            return _clip(str(response.json()["version"]), 64)
 
         try:
             found = self._call("version", version)
         except (ProviderUnavailable, ProviderError) as exc:
             return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
-        except (KeyError, httpx.HTTPStatusError) as exc:
+        except (KeyError, TypeError, httpx.HTTPStatusError) as exc:
             return ProviderStatus(
                 name=self.name,
                 reachable=False,
-                reason=f"ollama ({self.host}): unexpected answer to /api/version ({exc})",
+                reason=f"ollama ({self.host}): unexpected answer to /api/version "
+                f"({_clip(str(exc), 200)})",
             )
+        for listing in (self.loaded_models, self.available_models):
+            try:
+                listing()
+            except (ProviderUnavailable, ProviderError) as exc:
+                return ProviderStatus(
+                    name=self.name,
+                    reachable=False,
+                    version=found,
+                    reason=f"answers /api/version ({found}) but fails: {exc.message}",
+                )
         return ProviderStatus(name=self.name, reachable=True, version=found)
 
     def available_models(self) -> list[AvailableModel]:
         listing = self._call("list", lambda client: client.list())
-        return [
-            AvailableModel(
-                name=str(m.model),
-                provider=self.name,
-                size_bytes=int(m.size) if m.size is not None else None,
-                family=m.details.family if m.details else None,
-                parameters=m.details.parameter_size if m.details else None,
-                quantization=m.details.quantization_level if m.details else None,
+        models = []
+        for m in listing.models:
+            if not m.model:
+                raise self._malformed("list", "a model without its name")
+            models.append(
+                AvailableModel(
+                    name=str(m.model),
+                    provider=self.name,
+                    size_bytes=int(m.size) if m.size is not None else None,
+                    family=m.details.family if m.details else None,
+                    parameters=m.details.parameter_size if m.details else None,
+                    quantization=m.details.quantization_level if m.details else None,
+                )
             )
-            for m in listing.models
-        ]
+        return models
 
     def loaded_models(self) -> list[LoadedModel]:
         running = self._call("ps", lambda client: client.ps())
-        return [
-            LoadedModel(
-                name=str(m.model or m.name),
-                provider=self.name,
-                total_bytes=int(m.size or 0),
-                gpu_bytes=int(m.size_vram or 0),
-                context_tokens=m.context_length or None,
-                expires_at=m.expires_at.timestamp() if m.expires_at else None,
+        models = []
+        for m in running.models:
+            name = m.model or m.name
+            if not name:
+                raise self._malformed("ps", "a loaded model without its name")
+            if m.size is None:
+                # Counting it as 0 bytes would hide its memory from the governor.
+                raise self._malformed("ps", f"loaded model {_clip(name, 100)!r} without its size")
+            models.append(
+                LoadedModel(
+                    name=str(name),
+                    provider=self.name,
+                    total_bytes=int(m.size),
+                    gpu_bytes=int(m.size_vram or 0),
+                    context_tokens=m.context_length or None,
+                    expires_at=m.expires_at.timestamp() if m.expires_at else None,
+                )
             )
-            for m in running.models
-        ]
+        return models
+
+    def _malformed(self, action: str, what: str) -> ProviderError:
+        return ProviderError(
+            f"ollama ({self.host}): answered {action} with {what}",
+            hint="check that Ollama, and not another program, listens on that port",
+        )
 
     def load(
         self,
@@ -261,7 +327,12 @@ def _connection_reason(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""
+    return _clip(str(exc).splitlines()[0], 300) if str(exc) else ""
+
+
+def _clip(text: str, limit: int) -> str:
+    """A runtime's text as memwarden may echo it: a 10 MB version string is not repeated."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
 
 
 @hookimpl

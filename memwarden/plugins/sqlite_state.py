@@ -17,9 +17,12 @@ from typing import Any
 
 import sqlite_utils
 
-from memwarden.core.config import Config
+from memwarden.core.config import Config, NoOptions
 from memwarden.core.serialize import record_from_data, record_time, record_type, to_data
 from memwarden.hookspecs import PERSISTED_KINDS, hookimpl
+
+# Takes no [plugins.sqlite-state] options ([state] says where the file is).
+OPTIONS = NoOptions
 
 _databases: dict[Path, sqlite_utils.Database] = {}
 _lock = threading.Lock()

@@ -53,6 +53,8 @@ class SystemOptions:
     root: str = "/"
 
 
+OPTIONS = SystemOptions
+
 # -- parsing (text in, numbers out; tested against recorded files) ----------------------------
 
 

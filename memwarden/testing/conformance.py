@@ -32,15 +32,20 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 
-from memwarden.core.config import Config, StateConfig
+from memwarden.core.config import Config, ModelPolicy, StateConfig
 from memwarden.core.errors import MemwardenError, ModelNotFound
+from memwarden.core.governor import Governor
 from memwarden.core.plugins import Plugins
 from memwarden.core.providers import Provider, same_model
 from memwarden.core.serialize import to_data
+from memwarden.core.sessions import ManagedSession
+from memwarden.core.strategy import StrategyContext, action_problem
 from memwarden.core.types import (
     Action,
+    ActionKind,
     AvailableModel,
     ContextWindow,
     DeviceSnapshot,
@@ -60,7 +65,7 @@ from memwarden.core.types import (
 )
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import PERSISTED_KINDS
-from memwarden.testing.fakes import GIB, Rig, make_rig
+from memwarden.testing.fakes import GIB, KV_BYTES_PER_TOKEN, Rig, make_rig
 
 
 def warden_with(plugin: object, config: Config | None = None) -> Warden:
@@ -309,59 +314,183 @@ class EstimatorPluginContract(_PluginContract):
         assert result is None
 
 
-class StrategyPluginContract(_PluginContract):
-    """For plugins implementing ``on_pressure``.
+# The share of the scripted pool used, for a default scene at each level.
+SCENE_USED_PERCENT = {
+    PressureLevel.WARNING: 75.0,
+    PressureLevel.CRITICAL: 90.0,
+    PressureLevel.EMERGENCY: 97.0,
+}
+# The protected scene: one model of each kind the core protects, and one it does not.
+PROTECTED_MODELS = {
+    "vital": ModelPolicy(critical=True),
+    "kept": ModelPolicy(pinned=True),
+}
 
-    By default your strategy runs alone (no built-in strategy) in a rig from
-    :mod:`memwarden.testing.fakes`: a scripted 100 GiB pool at 90 % used (CRITICAL) and an
-    in-memory provider with three loaded models of different sizes, idle for 1 s, 10 min and 2 h.
-    Override ``rig`` or ``reading`` to set another scene.
+
+def strategy_scene(
+    plugin: object,
+    config: Config,
+    level: PressureLevel,
+    *,
+    protected: bool = False,
+) -> Rig:
+    """A rig for a strategy alone (no built-in strategy): a scripted 100 GiB pool at ``level``,
+    an in-memory provider with three loaded models idle for 1 s, 10 min and 2 h (4096 tokens of
+    context each) holding 1 GiB of releasable cache, and one managed session.
+
+    ``protected``: the models are instead a critical one, a pinned one, one serving a request
+    and one unprotected, all idle for 2 h.
+    """
+    if protected:
+        config = attrs.evolve(config, models={**config.models, **PROTECTED_MODELS})
+    rig = make_rig(config, builtin_strategies=False)
+    rig.warden.plugins.register(plugin)
+    now = time.time()
+    if protected:
+        scene = (("vital", 4, 7200), ("kept", 6, 7200), ("busy", 8, 7200), ("spare", 2, 7200))
+    else:
+        scene = (("small", 2, 1), ("medium", 8, 600), ("large", 20, 7200))
+    for name, size_gib, idle_s in scene:
+        rig.provider.add_model(name, size_gib * GIB)
+        loaded = rig.provider.load(name, context_tokens=4096)
+        rig.provider.set(loaded.instance_id or name, idle_since=now - idle_s)
+        if name == "busy":
+            rig.provider.set(loaded.instance_id or name, requests_in_flight=1)
+    rig.provider.cache_bytes = GIB
+    rig.device.set_used_percent(SCENE_USED_PERCENT[level])
+    return rig
+
+
+def _register_session(governor: Governor, rig: Rig) -> None:
+    [first, *_] = rig.provider.loaded_models()
+    window = ContextWindow(messages=(Message(role="user", content="x" * 100, tokens=8000),))
+    governor.sessions.register(
+        ManagedSession(
+            session_id="conformance",
+            model=first.name,
+            provider=first.provider,
+            window=window,
+            kv_bytes_per_token=KV_BYTES_PER_TOKEN,
+        )
+    )
+
+
+class StrategyPluginContract(_PluginContract):
+    """For plugins implementing ``on_pressure(reading, context)``.
+
+    Your strategy runs alone (no built-in strategy) in a rig from :mod:`memwarden.testing.fakes`
+    (:func:`strategy_scene`): the *default scene* is a scripted pool at the level your strategy
+    acts at, an in-memory provider with three loaded models, releasable caches and a managed
+    session. Declare:
+
+    - ``acts_at``: the lowest level your strategy proposes at (default CRITICAL);
+    - ``acts_in_default_scene = False`` if proposing nothing there is right for your strategy
+      (otherwise a strategy that proposes nothing fails: it would do nothing for users either).
+
+    Every proposal must be executable (a known ``ActionKind`` with the fields it needs), and no
+    proposal may target a critical model, or a pinned or busy one below EMERGENCY: the core
+    would refuse them, and the contract flags a strategy that tries. Override ``rig`` or
+    ``reading`` to set another scene.
     """
 
+    acts_at: PressureLevel = PressureLevel.CRITICAL
+    acts_in_default_scene: bool = True
+
     @pytest.fixture
-    def rig(self, plugin: object, config: Config) -> Rig:
-        rig = make_rig(config, builtin_strategies=False)
-        rig.warden.plugins.register(plugin)
-        now = time.time()
-        for name, size_gib, idle_s in (("small", 2, 1), ("medium", 8, 600), ("large", 20, 7200)):
-            rig.provider.add_model(name, size_gib * GIB)
-            loaded = rig.provider.load(name, context_tokens=4096)
-            rig.provider.set(loaded.instance_id or name, idle_since=now - idle_s)
-        rig.device.set_used_percent(90)
-        return rig
+    def level(self) -> PressureLevel:
+        """The level of the default scene: ``acts_at`` unless overridden."""
+        return self.acts_at
+
+    @pytest.fixture
+    def rig(self, plugin: object, config: Config, level: PressureLevel) -> Rig:
+        return strategy_scene(plugin, config, level)
 
     @pytest.fixture
     def warden(self, rig: Rig) -> Warden:
         return rig.warden
 
     @pytest.fixture
-    def reading(self, warden: Warden) -> PressureReading:
-        return warden.pressure()
+    def governor(self, rig: Rig) -> Governor:
+        governor = Governor(rig.warden)
+        _register_session(governor, rig)
+        return governor
 
-    def _propose(self, warden: Warden, reading: PressureReading) -> list[Action]:
-        results = warden.hook.on_pressure(reading=reading, warden=warden)
+    @pytest.fixture
+    def reading(self, governor: Governor) -> PressureReading:
+        reading = governor.sample()
+        governor.observe(reading)
+        return reading
+
+    @pytest.fixture
+    def context(self, governor: Governor, reading: PressureReading) -> StrategyContext:
+        return governor.context(reading)
+
+    def _propose(self, warden: Warden, reading: PressureReading, context: StrategyContext) -> list:
+        results = warden.hook.on_pressure(reading=reading, context=context)
         assert_no_plugin_failures(warden)
-        return [action for proposal in results for action in proposal]
+        return [action for proposal in results if proposal for action in proposal]
 
-    def test_proposals_are_well_formed(self, warden: Warden, reading: PressureReading) -> None:
-        for action in self._propose(warden, reading):
-            assert isinstance(action, Action)
+    def test_proposals_are_well_formed(
+        self, warden: Warden, reading: PressureReading, context: StrategyContext
+    ) -> None:
+        for action in self._propose(warden, reading, context):
+            assert isinstance(action, Action), f"proposals must be Action, not {action!r}"
             assert action.kind and action.strategy and action.description
             assert action.expected_freed_bytes >= 0
             assert action.cost >= 0
 
+    def test_proposes_something_in_the_default_scene(
+        self, warden: Warden, reading: PressureReading, context: StrategyContext
+    ) -> None:
+        if not self.acts_in_default_scene:
+            pytest.skip("the strategy declares acts_in_default_scene = False")
+        actions = self._propose(warden, reading, context)
+        assert actions, (
+            f"the strategy proposed nothing at {reading.level} with "
+            f"{len(context.loaded_models)} loaded models; declare acts_at (the level it acts "
+            "at) or acts_in_default_scene = False if that is right"
+        )
+
+    def test_every_proposed_action_is_executable(
+        self, warden: Warden, reading: PressureReading, context: StrategyContext
+    ) -> None:
+        for action in self._propose(warden, reading, context):
+            problem = action_problem(action, context)
+            assert problem is None, f"{action!r} cannot be executed: {problem}"
+
     def test_actions_on_a_model_name_a_loaded_model_and_its_provider(
-        self, warden: Warden, reading: PressureReading
+        self, warden: Warden, reading: PressureReading, context: StrategyContext
     ) -> None:
         loaded = {(m.provider, m.instance_id or m.name) for m in warden.loaded_models()}
         loaded |= {(m.provider, m.name) for m in warden.loaded_models()}
-        for action in self._propose(warden, reading):
-            if action.model is not None:
+        for action in self._propose(warden, reading, context):
+            if action.model is not None and action.kind != ActionKind.COMPRESS_CONTEXT:
                 assert (action.provider, action.model) in loaded, action
 
-    def test_proposing_changes_nothing(self, warden: Warden, reading: PressureReading) -> None:
+    @pytest.mark.parametrize("scene_level", ["acts_at", "EMERGENCY"])
+    def test_never_proposes_what_the_core_must_refuse(
+        self, plugin: object, config: Config, level: PressureLevel, scene_level: str
+    ) -> None:
+        at = level if scene_level == "acts_at" else PressureLevel.EMERGENCY
+        rig = strategy_scene(plugin, config, max(at, level), protected=True)
+        governor = Governor(rig.warden)
+        reading = governor.sample()
+        governor.observe(reading)
+        context = governor.context(reading)
+        for action in self._propose(rig.warden, reading, context):
+            if not isinstance(action, Action):
+                continue
+            refusal = governor.check(action, context)
+            assert refusal is None, (
+                f"{action.strategy} proposed {action.kind} of {refusal.model} at "
+                f"{reading.level}, which the core refuses ({refusal.rule}): {refusal.reason}"
+            )
+
+    def test_proposing_changes_nothing(
+        self, warden: Warden, reading: PressureReading, context: StrategyContext
+    ) -> None:
         before = warden.loaded_models()
-        self._propose(warden, reading)
+        self._propose(warden, reading, context)
         assert warden.loaded_models() == before, "on_pressure only proposes; the core executes"
 
 

@@ -1,4 +1,4 @@
-"""Compress the context of managed sessions (``Governor.sessions``).
+"""Compress the context of managed sessions (``StrategyContext.sessions``).
 
 Cost 2 (answers may lose detail). A session is proposed only when it holds more than its
 ``min_tokens`` and its runtime frees memory per token (``kv_bytes_per_token`` > 0); the budget is
@@ -8,22 +8,22 @@ way, so their sessions register with 0 and are never proposed; shrink-context co
 
 from __future__ import annotations
 
-from memwarden.core.governor import COMPRESS_CONTEXT, Governor
-from memwarden.core.types import Action, PressureLevel, PressureReading
-from memwarden.core.warden import Warden
+from memwarden.core.strategy import StrategyContext
+from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "compress-context"
 COST = 2.0
+# The lowest level this strategy proposes at.
+LEVEL = PressureLevel.WARNING
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None:
-    if reading.level < PressureLevel.WARNING:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+    if reading.level < LEVEL:
         return None
-    governor = Governor.for_warden(warden)
     actions = []
-    for session in governor.sessions.all():
+    for session in context.sessions:
         tokens = session.window.tokens
         budget = max(tokens // 2, session.min_tokens)
         saved = (tokens - budget) * session.kv_bytes_per_token
@@ -31,7 +31,7 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
             continue
         actions.append(
             Action(
-                kind=COMPRESS_CONTEXT,
+                kind=ActionKind.COMPRESS_CONTEXT,
                 strategy=NAME,
                 description=f"compress session {session.session_id} on {session.model} "
                 f"from {tokens} to {budget} tokens",
@@ -39,7 +39,8 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
                 cost=COST,
                 model=session.model,
                 provider=session.provider,
-                params={"session": session.session_id, "budget_tokens": budget},
+                session_id=session.session_id,
+                budget_tokens=budget,
             )
         )
     return actions

@@ -3,38 +3,40 @@
 Cost 1 to 1.5 (nobody is waiting on them; a bigger idle model is slightly cheaper to drop since
 it frees more). The timeout is ``idle_unload_after_s`` of the model's ``[models."<name>"]``
 policy, else of ``[governor]``; idleness is ``LoadedModel.idle_since`` as the runtime reports it,
-or the governor's own record of the model's last use. Pinned and critical models are kept.
+or the governor's own record of the model's last use. Pinned and critical models, and models
+serving a request, are kept.
 """
 
 from __future__ import annotations
 
-from memwarden.core.governor import Governor, unload_action
+from memwarden.core.strategy import StrategyContext, unload_action
 from memwarden.core.types import Action, PressureLevel, PressureReading
-from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
 
 NAME = "idle-unload"
+# The lowest level this strategy proposes at.
+LEVEL = PressureLevel.WARNING
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None:
-    if reading.level < PressureLevel.WARNING:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+    if reading.level < LEVEL:
         return None
-    governor = Governor.for_warden(warden)
-    now = governor.clock()
-    models = governor.loaded_models()
+    now = context.now
+    models = context.loaded_models
     largest = max((m.total_bytes for m in models), default=0)
     actions = []
     for model in models:
-        policy = governor.policy(model)
+        policy = context.policy(model)
         timeout = policy.idle_unload_after_s
         if timeout is None:
-            timeout = warden.config.governor.idle_unload_after_s
-        if timeout is None or policy.pinned or policy.critical or model.requests_in_flight:
+            timeout = context.config.governor.idle_unload_after_s
+        if timeout is None or policy.pinned or policy.critical:
             continue
-        usage = governor.usage(model)
+        if context.requests_in_flight(model):
+            continue
         last_used = max(
-            (t for t in (model.idle_since, usage.last_used_at if usage else None) if t),
+            (t for t in (model.idle_since, context.usage(model).last_used_at) if t),
             default=None,
         )
         if last_used is None or now - last_used < timeout:

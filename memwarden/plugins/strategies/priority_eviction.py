@@ -7,31 +7,31 @@ requests in flight is proposed only in an EMERGENCY (and costs 20 more).
 
 from __future__ import annotations
 
-from memwarden.core.governor import Governor, model_key, unload_action
+from memwarden.core.strategy import StrategyContext, model_key, unload_action
 from memwarden.core.types import Action, PressureLevel, PressureReading
-from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
 
 NAME = "priority-eviction"
+# The lowest level this strategy proposes at.
+LEVEL = PressureLevel.CRITICAL
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None:
-    if reading.level < PressureLevel.CRITICAL:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+    if reading.level < LEVEL:
         return None
-    governor = Governor.for_warden(warden)
     emergency = reading.level >= PressureLevel.EMERGENCY
     candidates = []
     priorities = {}
-    for model in governor.loaded_models():
-        policy = governor.policy(model)
+    for model in context.loaded_models:
+        policy = context.policy(model)
         if policy.pinned or policy.critical:
             continue
-        if model.requests_in_flight > 0 and not emergency:
+        if context.requests_in_flight(model) > 0 and not emergency:
             continue
         candidates.append(model)
         priorities[model_key(model)] = policy.priority
-    costs = governor.eviction_costs(candidates)
+    costs = context.eviction_costs(candidates)
     return [
         unload_action(
             model,

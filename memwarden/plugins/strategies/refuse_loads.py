@@ -7,23 +7,22 @@ CRITICAL again.
 
 from __future__ import annotations
 
-from memwarden.core.governor import REFUSE_LOADS, Governor
-from memwarden.core.types import Action, PressureLevel, PressureReading
-from memwarden.core.warden import Warden
+from memwarden.core.strategy import StrategyContext
+from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "refuse-loads"
+# The lowest level this strategy proposes at.
+LEVEL = PressureLevel.CRITICAL
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None:
-    if reading.level < PressureLevel.CRITICAL:
-        return None
-    if Governor.for_warden(warden).refusing_reason is not None:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+    if reading.level < LEVEL or context.refusing_loads is not None:
         return None
     return [
         Action(
-            kind=REFUSE_LOADS,
+            kind=ActionKind.REFUSE_LOADS,
             strategy=NAME,
             description=f"refuse new model loads while memory pressure is {reading.level}",
             expected_freed_bytes=0,

@@ -1,34 +1,46 @@
 """Shrink context: reload a loaded model with a smaller context window.
 
-Cost 3 (the reload takes seconds and drops its prompt cache). The new context is the old one
-times ``[governor] shrink_factor``, never below ``min_context_tokens`` (per model or governor).
-The bytes it expects to free are ``warden.estimate`` at the old context minus at the new one,
-so a model no estimator can size is not proposed. Pinned models and models serving a request are
-left alone.
+Cost 3 to 9, rising with the model's priority above the lowest loaded one (the reload takes
+seconds and drops its prompt cache), so the lowest priority is shrunk first and shrinking always
+goes before evicting (10 and up). The new context is the old one times ``[governor]
+shrink_factor``, never below ``min_context_tokens`` (per model or governor). The bytes it expects
+to free are the estimate at the old context minus at the new one, so a model no estimator can
+size is not proposed. Pinned and critical models and models serving a request are left alone;
+the governor restores the old context once pressure has ended (``restore_after_s``).
 """
 
 from __future__ import annotations
 
 from memwarden.core.errors import MemwardenError
-from memwarden.core.governor import SHRINK_CONTEXT, Governor
-from memwarden.core.types import Action, ModelRef, PressureLevel, PressureReading
-from memwarden.core.warden import Warden
+from memwarden.core.strategy import StrategyContext
+from memwarden.core.types import Action, ActionKind, ModelRef, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "shrink-context"
 COST = 3.0
+# The most priority adds to the cost: shrinking stays below every eviction (10 and up).
+PRIORITY_COST = 6.0
+# The lowest level this strategy proposes at.
+LEVEL = PressureLevel.WARNING
+
+
+def shrink_cost(priority: int, lowest_priority: int) -> float:
+    """3 for the lowest priority loaded, rising towards 9 with each step of priority above it."""
+    steps = max(priority - lowest_priority, 0)
+    return round(COST + PRIORITY_COST * steps / (steps + 1), 4)
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None:
-    if reading.level < PressureLevel.WARNING:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+    if reading.level < LEVEL:
         return None
-    governor = Governor.for_warden(warden)
-    config = warden.config.governor
+    config = context.config.governor
+    policies = {id(m): context.policy(m) for m in context.loaded_models}
+    lowest = min((p.priority for p in policies.values()), default=0)
     actions = []
-    for model in governor.loaded_models():
-        policy = governor.policy(model)
-        if policy.pinned or policy.critical or model.requests_in_flight > 0:
+    for model in context.loaded_models:
+        policy = policies[id(model)]
+        if policy.pinned or policy.critical or context.requests_in_flight(model) > 0:
             continue
         old = model.context_tokens
         floor = policy.min_context_tokens or config.min_context_tokens
@@ -37,7 +49,7 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
         new = max(int(old * config.shrink_factor), floor)
         ref = ModelRef(name=model.name, provider=model.provider)
         try:
-            saved = warden.estimate(ref, old).total_bytes - warden.estimate(ref, new).total_bytes
+            saved = context.estimate(ref, old).total_bytes - context.estimate(ref, new).total_bytes
         except MemwardenError:
             continue
         if saved <= 0:
@@ -45,18 +57,17 @@ def on_pressure(reading: PressureReading, warden: Warden) -> list[Action] | None
         label = model.instance_id or model.name
         actions.append(
             Action(
-                kind=SHRINK_CONTEXT,
+                kind=ActionKind.SHRINK_CONTEXT,
                 strategy=NAME,
-                description=f"reload {label} with {new} instead of {old} tokens of context",
+                description=f"reload {label} with {new} instead of {old} tokens of context "
+                f"(priority {policy.priority})",
                 expected_freed_bytes=saved,
-                cost=COST,
+                cost=shrink_cost(policy.priority, lowest),
                 model=model.name,
                 provider=model.provider,
-                params={
-                    "context_tokens": new,
-                    "from_context_tokens": old,
-                    **({"instance": model.instance_id} if model.instance_id else {}),
-                },
+                instance_id=model.instance_id,
+                context_tokens=new,
+                from_context_tokens=old,
             )
         )
     return actions

@@ -1,0 +1,297 @@
+"""What a strategy plugin sees, and the rules every proposal must pass.
+
+The governor builds one :class:`StrategyContext` per proposal round and passes it to every
+``on_pressure`` hook. A strategy reads the context and returns :class:`~memwarden.core.types.
+Action` proposals; it never acts itself, and never needs the governor or a registry. The context
+is read-only: its data are frozen attrs classes and tuples, and its methods only compute.
+
+Before the governor takes an action it checks it twice: when it is proposed
+(:func:`action_problem`: a kind some executor handles, with the fields that kind needs) and just
+before it executes it (:func:`policy_refusal`: pinned, critical and in-flight models). A
+proposal that fails either check is dropped and reported as an event naming the strategy.
+``docs/plugins.md`` (``on_pressure``) and ``docs/governor.md`` describe both.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+
+from memwarden.core.config import Config, ModelPolicy
+from memwarden.core.sessions import ManagedSession
+from memwarden.core.types import (
+    Action,
+    ActionKind,
+    LoadedModel,
+    MemoryEstimate,
+    ModelRef,
+    PressureLevel,
+    PressureReading,
+)
+
+# Identifies one loaded instance: (provider, instance id or, without one, the model name).
+ModelKey = tuple[str, str]
+
+
+def model_key(model: LoadedModel) -> ModelKey:
+    """Identifies one loaded instance: two instances of one model differ in ``instance_id``."""
+    return (model.provider, model.instance_id or model.name)
+
+
+def action_target(action: Action) -> str | None:
+    """What to hand to ``Provider.unload``: the instance id when there is one, else the name."""
+    return action.instance_id or action.model
+
+
+def action_key(action: Action) -> ModelKey | None:
+    """The :func:`model_key` of the loaded model an action targets, or None."""
+    target = action_target(action)
+    if action.provider is None or target is None:
+        return None
+    return (action.provider, target)
+
+
+@attrs.define
+class Usage:
+    """What the governor saw of one loaded model's use: requests it noticed and when."""
+
+    uses: int = 0
+    last_used_at: float | None = None
+    last_idle_since: float | None = None
+    was_busy: bool = False
+    last_seen_at: float = 0.0
+
+
+@attrs.frozen(slots=False)
+class StrategyContext:
+    """Everything a strategy may read to decide what to propose, at one reading.
+
+    Stable for plugins: the attributes and methods documented here. Build one with
+    ``Governor(warden).context(reading)`` (in tests); the governor builds its own for each
+    proposal round.
+    """
+
+    # The pressure level per pool and overall, with the snapshot behind it.
+    reading: PressureReading
+    # The governor's clock (epoch seconds) when the context was built; compare idle times to it.
+    now: float
+    # The models loaded when the reading was taken, across every provider.
+    loaded_models: tuple[LoadedModel, ...]
+    # The managed sessions (conversations) whose context may be compressed.
+    sessions: tuple[ManagedSession, ...]
+    # Why new loads are refused now (a refuse-loads action was taken), or None.
+    refusing_loads: str | None
+    # The effective configuration ([governor], [pressure], [models."<name>"], ...).
+    config: Config
+    _policy_of: Callable[[LoadedModel], ModelPolicy] = attrs.field(alias="policy_of")
+    _usage_of: Callable[[LoadedModel], Usage | None] = attrs.field(alias="usage_of")
+    _costs_of: Callable[[Sequence[LoadedModel]], dict[ModelKey, float]] = attrs.field(
+        alias="costs_of"
+    )
+    _estimate_of: Callable[[ModelRef, int], MemoryEstimate] = attrs.field(alias="estimate_of")
+    _releasable_of: Callable[[], Mapping[str, int]] = attrs.field(alias="releasable_of")
+    _in_flight_of: Callable[[LoadedModel], int] = attrs.field(alias="in_flight_of")
+
+    @property
+    def level(self) -> PressureLevel:
+        """The overall pressure level of :attr:`reading`."""
+        return self.reading.level
+
+    def policy(self, model: LoadedModel) -> ModelPolicy:
+        """The model's ``[models."<name>"]`` policy (by instance id, then name), with the
+        priority it was loaded with through ``ensure()``/``load()`` taking precedence."""
+        key = model_key(model)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = self._policy_of(model)
+        return policy
+
+    def usage(self, model: LoadedModel) -> Usage:
+        """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
+        usage = self._usage_of(model)
+        return attrs.evolve(usage) if usage is not None else Usage()
+
+    def requests_in_flight(self, model: LoadedModel) -> int:
+        """Requests the model serves now: what its runtime reports plus calls made through
+        memwarden. The core refuses to unload or shrink a busy model below EMERGENCY."""
+        key = model_key(model)
+        count = self._in_flight.get(key)
+        if count is None:
+            count = self._in_flight[key] = self._in_flight_of(model)
+        return count
+
+    # Answers per model for the life of this context: strategies ask for each model's policy
+    # several times per round, and the core once more for each proposal.
+    @functools.cached_property
+    def _policies(self) -> dict[ModelKey, ModelPolicy]:
+        return {}
+
+    @functools.cached_property
+    def _in_flight(self) -> dict[ModelKey, int]:
+        return {}
+
+    def eviction_costs(self, models: Sequence[LoadedModel]) -> dict[ModelKey, float]:
+        """:func:`memwarden.core.governor.eviction_cost` of each model, relative to the others
+        in ``models`` (priority, recency, frequency, size, requests in flight), by
+        :func:`model_key`."""
+        return self._costs_of(models)
+
+    def eviction_cost(self, model: LoadedModel) -> float:
+        """The model's eviction cost relative to every loaded model (10 and up)."""
+        return self._all_costs[model_key(model)]
+
+    @functools.cached_property
+    def _all_costs(self) -> dict[ModelKey, float]:
+        return self._costs_of(self.loaded_models)
+
+    @functools.cached_property
+    def releasable_cache_bytes(self) -> Mapping[str, int]:
+        """Bytes each provider could give back by dropping caches it keeps only for reuse
+        (``Provider.releasable_cache_bytes()``), by provider name; asked once per context."""
+        return dict(self._releasable_of())
+
+    def estimate(self, model: ModelRef, context_tokens: int) -> MemoryEstimate:
+        """What ``model`` takes at ``context_tokens`` (``warden.estimate``); raises a
+        :class:`~memwarden.core.errors.MemwardenError` when no estimator can size it."""
+        return self._estimate_of(model, context_tokens)
+
+    def find(self, action: Action) -> list[LoadedModel]:
+        """The loaded models an action targets: its instance, or every instance of its model
+        on its provider."""
+        if action.provider is None:
+            return []
+        if action.instance_id is not None:
+            return list(self._by_key.get((action.provider, action.instance_id), ()))
+        if action.model is None:
+            return []
+        return list(self._by_key.get((action.provider, action.model), ()))
+
+    @functools.cached_property
+    def _by_key(self) -> dict[ModelKey, list[LoadedModel]]:
+        # Each model under its instance id and its name, so that finding is O(1) per action.
+        index: dict[ModelKey, list[LoadedModel]] = {}
+        for model in self.loaded_models:
+            names = {model.name, model.instance_id or model.name}
+            for name in names:
+                index.setdefault((model.provider, name), []).append(model)
+        return index
+
+
+def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> Action:
+    """An ``unload`` action for a loaded model, as strategies and ensure() propose it."""
+    label = model.instance_id or model.name
+    return Action(
+        kind=ActionKind.UNLOAD,
+        strategy=strategy,
+        description=f"unload {label} ({model.provider}, {_gib(model.total_bytes)}) to {why}",
+        expected_freed_bytes=model.total_bytes,
+        cost=cost,
+        model=model.name,
+        provider=model.provider,
+        instance_id=model.instance_id,
+    )
+
+
+def action_problem(action: object, context: StrategyContext) -> str | None:
+    """Why the core could not execute a proposal, or None when it could.
+
+    A proposal must be an :class:`Action` of a known :class:`ActionKind` with the fields its kind
+    needs: ``unload`` a loaded model and its provider; ``shrink-context`` that too, and
+    ``context_tokens`` below the model's current context; ``release-cache`` a provider;
+    ``compress-context`` a registered ``session_id`` and a positive ``budget_tokens``.
+    """
+    if not isinstance(action, Action):
+        return f"a proposal must be an Action, not {type(action).__name__}"
+    if not isinstance(action.kind, ActionKind):
+        known = ", ".join(k.value for k in ActionKind)
+        return f"no executor handles action kind {action.kind!r} (known: {known})"
+    if action.expected_freed_bytes < 0 or action.cost < 0:
+        return "expected_freed_bytes and cost must not be negative"
+    kind = action.kind
+    if kind in (ActionKind.UNLOAD, ActionKind.SHRINK_CONTEXT):
+        if action.model is None or action.provider is None:
+            return f"a {kind} action needs model and provider"
+        targets = context.find(action)
+        if not targets:
+            return f"{action_target(action)!r} is not loaded in provider {action.provider!r}"
+        if kind == ActionKind.SHRINK_CONTEXT:
+            if action.context_tokens is None or action.context_tokens < 1:
+                return "a shrink-context action needs context_tokens (1 or more)"
+            for model in targets:
+                current = model.context_tokens
+                if current is not None and action.context_tokens >= current:
+                    return (
+                        f"shrink-context to {action.context_tokens} tokens does not shrink "
+                        f"{model.instance_id or model.name} (now {current} tokens)"
+                    )
+    elif kind == ActionKind.RELEASE_CACHE:
+        if action.provider is None:
+            return "a release-cache action needs provider"
+    elif kind == ActionKind.COMPRESS_CONTEXT:
+        if action.session_id is None or action.budget_tokens is None:
+            return "a compress-context action needs session_id and budget_tokens"
+        if action.budget_tokens < 1:
+            return "a compress-context action needs budget_tokens of 1 or more"
+        if action.session_id not in {s.session_id for s in context.sessions}:
+            return f"session {action.session_id!r} is not registered"
+    return None
+
+
+@attrs.frozen
+class Refusal:
+    """Why the core will not take an action: the rule (``critical``, ``pinned``,
+    ``in-flight``), the model it protects, and a sentence."""
+
+    rule: str
+    model: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def policy_refusal(action: Action, context: StrategyContext) -> Refusal | None:
+    """Whether the core's policy forbids an action at the context's level.
+
+    ``unload`` and ``shrink-context`` never touch a ``critical`` model; below EMERGENCY they do
+    not touch a ``pinned`` model or one serving a request. Other kinds are not restricted.
+    """
+    if action.kind not in (ActionKind.UNLOAD, ActionKind.SHRINK_CONTEXT):
+        return None
+    targets = context.find(action)
+    if not targets and action.model is not None:
+        # Not (or no longer) listed: judge by the configuration alone.
+        policy = context.config.model_policy(action.instance_id, action.model)
+        targets_policies = [(action_target(action) or action.model, policy, 0)]
+    else:
+        targets_policies = [
+            (m.instance_id or m.name, context.policy(m), context.requests_in_flight(m))
+            for m in targets
+        ]
+    below_emergency = context.level < PressureLevel.EMERGENCY
+    verb = "unloaded" if action.kind == ActionKind.UNLOAD else "shrunk"
+    for label, policy, in_flight in targets_policies:
+        if policy.critical:
+            return Refusal(
+                "critical", label, f"{label} is critical: it is never {verb}, at any level"
+            )
+        if policy.pinned and below_emergency:
+            return Refusal(
+                "pinned",
+                label,
+                f"{label} is pinned: it is {verb} only in an EMERGENCY (now {context.level})",
+            )
+        if in_flight > 0 and below_emergency:
+            return Refusal(
+                "in-flight",
+                label,
+                f"{label} is serving {in_flight} request(s): it is {verb} only in an "
+                f"EMERGENCY (now {context.level})",
+            )
+    return None
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.2f} GiB"
