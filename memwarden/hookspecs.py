@@ -3,11 +3,15 @@
 A plugin is a module or object with functions marked ``@hookimpl`` whose names match the
 functions below. Argument names matter, order does not; a plugin may accept fewer arguments than
 the spec lists. Every hook is called through memwarden's plugin manager, which isolates failures:
-a plugin that raises is reported by name (``memwarden plugins``) and treated as if it had returned
-None, so every other plugin keeps working.
+a plugin that raises is reported by name (``memwarden plugins``, and once per hook as a
+``plugin-failed`` event) and treated as if it had returned None, so every other plugin keeps
+working. A :class:`~memwarden.core.errors.MemwardenError` it raises is a deliberate answer and
+reaches the caller.
 
-Types are in :mod:`memwarden.core.types`. ``docs/plugins.md`` has a working example of each hook.
-"""
+Types are in :mod:`memwarden.core.types`, and ``import memwarden`` re-exports them with
+``hookimpl``, ``Provider``, ``Config``, the errors and ``to_data``. ``docs/plugins.md`` has a
+working example of each hook; ``docs/internals.md`` says which attributes of the objects passed to
+hooks are stable."""
 
 from __future__ import annotations
 
@@ -41,6 +45,13 @@ PROJECT_NAME = "memwarden"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+#: The record kinds the core hands to ``persist_state`` (and ``read_state`` gives back), each with
+#: its type: "event" an :class:`~memwarden.core.types.Event` (every event the warden emits),
+#: "reading" a :class:`~memwarden.core.types.PressureReading` (each time the pressure level
+#: changes), "usage" a :class:`~memwarden.core.types.UsageRecord` (each call made through
+#: ``Warden.generate``). ``memwarden.core.serialize.RECORD_TYPES`` maps each kind to its class.
+PERSISTED_KINDS: tuple[str, ...] = ("event", "reading", "usage")
 
 
 @hookspec
@@ -111,8 +122,9 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> Sequence[
 def compress_context(window: ContextWindow, budget_tokens: int) -> ContextWindow | None:
     """Make a conversation fit in fewer tokens.
 
-    Called when a managed session's context must shrink (a smaller context after a reload, or a
-    ``compress-context`` action under pressure).
+    Called when the governor takes a ``compress-context`` action under pressure: the action names
+    a session registered with the governor (``governor.sessions``), and its window is replaced by
+    your result. A ``shrink-context`` reload does not call it.
 
     :param window: the messages as they are; ``pinned`` messages must be kept.
     :param budget_tokens: the most tokens the result may hold.
@@ -125,14 +137,38 @@ def compress_context(window: ContextWindow, budget_tokens: int) -> ContextWindow
 def persist_state(kind: str, record: Any, config: Config) -> None:
     """Store a record of memwarden's state or history.
 
-    Called for every event, pressure sample and usage record the core wants kept, unless
-    ``[state] enabled = false``.
+    Called by the core, unless ``[state] enabled = false``, for every record of the kinds in
+    :data:`PERSISTED_KINDS`: "event" for every event the warden emits (after ``on_event``),
+    "reading" each time the governor sees the pressure level change, "usage" after each call made
+    through ``Warden.generate``. Nothing else is persisted today.
 
-    :param kind: what the record is: "event", "reading", "usage", "load".
-    :param record: an attrs instance from :mod:`memwarden.core.types` (unstructure it with
-        ``memwarden.core.serialize.to_data``).
+    :param kind: one of :data:`PERSISTED_KINDS`.
+    :param record: the attrs instance of that kind (an ``Event``, a ``PressureReading``, a
+        ``UsageRecord``); ``memwarden.to_data`` turns it into JSON-ready data that
+        ``memwarden.core.serialize.record_from_data(kind, data)`` turns back.
     :param config: the effective configuration (``config.state`` says where state lives).
     :return: nothing. Every persistence plugin receives every record.
+    """
+
+
+@hookspec(firstresult=True)
+def read_state(kind: str, since: float | None, limit: int, config: Config) -> Sequence[Any] | None:
+    """Read back the records ``persist_state`` stored, for history and reports.
+
+    Called through ``Warden.read_state(kind, since=..., limit=...)``. A persistence plugin that
+    stores records must give them back equal: ``to_data`` of each record read equals ``to_data``
+    of the record stored (the conformance suite checks this).
+
+    :param kind: one of :data:`PERSISTED_KINDS` (the warden raises ``StateError`` for any other
+        before it calls this hook).
+    :param since: only records that happened at or after this time (``time.time()`` seconds, as
+        ``memwarden.core.serialize.record_time`` gives it: an event's ``at``, a reading's
+        ``taken_at``, a call's ``started_at``), or None for all.
+    :param limit: the most records to return: the newest ``limit`` of them.
+    :param config: the effective configuration (``config.state`` says where state lives).
+    :return: the records, as the attrs instances they were stored as, oldest first and newest
+        last (an empty list when none are stored); None when you keep no readable state.
+        **First result wins.**
     """
 
 
@@ -140,7 +176,9 @@ def persist_state(kind: str, record: Any, config: Config) -> None:
 def pick_model(request: ModelRequest, candidates: Sequence[AvailableModel]) -> ModelChoice | None:
     """Choose which model should serve a request.
 
-    Called when a caller asks memwarden for "a model for this" rather than naming one.
+    Nothing in memwarden calls this hook yet: it is the extension point for the front door
+    (the HTTP API, a later issue), which will call it when a caller asks for "a model for this"
+    rather than naming one. Implement it now and it is used from then on.
 
     :param request: what the caller needs (task, minimum context, preferences).
     :param candidates: the models that fit in memory right now, across providers.
@@ -167,7 +205,11 @@ def register_providers(register: Callable[[Provider], None], config: Config) -> 
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``memwarden`` command line.
 
-    Called once when the CLI starts, before arguments are parsed.
+    Called at most once per process, and only when the command line needs more than the
+    built-in commands: when the subcommand given is not a built-in one (then your command runs),
+    or when the commands are listed (``memwarden --help``, or no subcommand). ``memwarden status``
+    and the other built-in commands never call it. It runs after ``--config`` is read, on the
+    warden built from that configuration; with an invalid configuration it is not called.
 
     :param cli: the top-level click group; use ``@cli.command()``.
     :return: nothing.
@@ -177,10 +219,13 @@ def register_commands(cli: click.Group) -> None:
 @hookspec
 def on_event(event: Event, warden: Warden) -> None:
     """React to something that happened: a pressure level change, an action taken or failed,
-    a plugin failure.
+    a load refused, a plugin failure.
 
-    Called for every event, after it is logged and before it is persisted. Use it for
-    notifications or metrics. Keep it fast: it runs on the governor's thread.
+    Called for every event the warden emits, after it is logged and before it is persisted
+    ("event" records). A plugin that raises inside a hook becomes one ``plugin-failed`` event
+    (``data``: plugin, hook, error, distribution) the first time it fails in that hook, not on
+    every call; a plugin that fails to import is listed by ``memwarden plugins`` instead. Use it
+    for notifications or metrics. Keep it fast: it runs on the governor's thread.
 
     :param event: what happened.
     :param warden: the running core.

@@ -9,6 +9,9 @@ from click.testing import CliRunner, Result
 
 from memwarden.cli import cli
 
+# pytester runs the conformance suite against misbehaving plugins (test_conformance_negative.py).
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch):

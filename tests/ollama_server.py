@@ -18,7 +18,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +102,8 @@ class FakeOllama:
     version: str = "0.5.1"
     requests: list[tuple[str, str, Any]] = attrs.field(factory=list)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    # The server's wall clock (keep-alive expiry); a test passes a ManualClock to move it.
+    clock: Callable[[], float] = time.time
     # Set when the server shuts down: hung and dripping answers end then.
     released: threading.Event = attrs.field(factory=threading.Event)
 
@@ -111,8 +113,11 @@ class FakeOllama:
     def find(self, name: str) -> FakeModel | None:
         return self.models.get(name) or self.models.get(f"{name}:latest")
 
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
     def expire(self) -> None:
-        now = datetime.now(UTC)
+        now = self.now()
         for name in [n for n, m in self.loaded.items() if m.expires_at <= now]:
             del self.loaded[name]
 
@@ -188,7 +193,7 @@ class FakeOllama:
         model = self.find(name)
         if model is None:
             return 404, {"error": f'model "{name}" not found, try pulling it first'}
-        created_at = _iso(datetime.now(UTC))
+        created_at = _iso(self.now())
         keep_alive = _keep_alive(body.get("keep_alive"))
         prompt = body.get("prompt") or ""
         if not prompt and keep_alive == timedelta(0):
@@ -205,7 +210,7 @@ class FakeOllama:
                 "error": "model requires more system memory (9.6 GiB) than is available (3.2 GiB)"
             }
         options = body.get("options") or {}
-        expires_at = datetime.now(UTC) + (keep_alive or timedelta(days=365 * 100))
+        expires_at = self.now() + (keep_alive or timedelta(days=365 * 100))
         self.loaded[model.name] = Loaded(
             model=model,
             context_length=int(options.get("num_ctx", 4096)),

@@ -27,7 +27,7 @@ DOC = Path(__file__).parent.parent / "docs" / "plugins.md"
 
 
 def hook_examples() -> dict[str, str]:
-    text = DOC.read_text().split("## Every hook", 1)[1].split("## Proving", 1)[0]
+    text = DOC.read_text().split("## Every hook", 1)[1].split("## Testing your plugin", 1)[0]
     sections = re.split(r"^### `(\w+)\(", text, flags=re.M)[1:]
     examples = {}
     for hook, body in zip(sections[::2], sections[1::2], strict=True):
@@ -120,6 +120,18 @@ def test_persist_state_example(tmp_path):
     assert '"message": "up"' in (tmp_path / "event.jsonl").read_text()
 
 
+def test_read_state_example_reads_back_what_the_persist_state_example_wrote(tmp_path):
+    config = parse_config_data({"plugins": {"jsonl": {"folder": str(tmp_path)}}}, None)
+    warden = warden_with(plugin_from("persist_state"), config)
+    warden.plugins.register(plugin_from("read_state"))
+    events = [Event(kind="level-changed", message=str(n), at=1000.0 + n) for n in range(3)]
+    for event in events:
+        warden.emit(event)
+    assert warden.read_state("event", since=1001.0, limit=1) == [events[2]]
+    assert warden.read_state("event", since=1001.0, limit=5) == events[1:]
+    assert_no_plugin_failures(warden)
+
+
 def test_pick_model_example():
     warden = warden_with(plugin_from("pick_model"))
     small = AvailableModel("small", "p", size_bytes=1, max_context_tokens=2048)
@@ -151,6 +163,14 @@ def test_on_event_example():
 def test_example_registers_cleanly(hook):
     warden = warden_with(plugin_from(hook))
     assert hook in warden.plugins.plugin_list()[0].hooks
+
+
+def test_the_testing_example_runs_as_written_with_plain_pytest(pytester):
+    testing = DOC.read_text().split("## Testing your plugin", 1)[1]
+    [example] = re.findall(r"```python\n(.*?)```", testing, flags=re.S)
+    pytester.makepyfile(memwarden_fpga=EXAMPLES["detect_device"], test_fpga=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
 
 
 CONFIG_DOCS = [

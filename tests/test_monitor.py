@@ -11,7 +11,7 @@ from memwarden.core.config import Config, GovernorConfig
 from memwarden.core.governor import Governor
 from memwarden.core.monitor import Monitor, PsiTrigger
 from memwarden.core.types import PressureLevel
-from memwarden.testing.fakes import make_rig
+from memwarden.testing.fakes import ManualClock, make_rig
 
 
 def test_once_takes_one_sample_and_reports_it():
@@ -32,16 +32,25 @@ def test_the_interval_shortens_as_the_level_rises():
 
 
 def test_sampling_is_faster_under_pressure():
-    config = Config(governor=GovernorConfig(interval_normal_s=1.0, interval_critical_s=0.01))
+    # Binary fractions, so the manual clock lands exactly on the deadline.
+    config = Config(governor=GovernorConfig(interval_normal_s=1.0, interval_critical_s=0.125))
     counts = {}
     for percent in (20, 88):
         rig = make_rig(config)
         rig.device.set_used_percent(percent)
-        with Monitor(Governor(rig.warden), psi=False) as monitor:
-            monitor.run(duration_s=0.3)
+        clock = ManualClock()
+        with Monitor(Governor(rig.warden), psi=False, clock=clock, sleep=clock.sleep) as monitor:
+            monitor.run(duration_s=1.0)
             counts[percent] = monitor.samples
-    assert counts[20] == 1
-    assert counts[88] >= 5
+    assert counts == {20: 1, 88: 8}
+
+
+def test_a_timed_run_ends_when_its_duration_has_passed_on_the_clock():
+    rig = make_rig(Config(governor=GovernorConfig(interval_normal_s=0.25)))
+    clock = ManualClock(start=50.0)
+    with Monitor(Governor(rig.warden), psi=False, clock=clock, sleep=clock.sleep) as monitor:
+        monitor.run(duration_s=1.0)
+    assert (clock(), monitor.samples) == (51.0, 4)
 
 
 def test_stop_from_another_thread_ends_the_loop_at_once():

@@ -12,6 +12,7 @@ from ollama_server import FakeOllama, serve
 from memwarden.core.config import parse_config_data
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
 from memwarden.plugins.ollama import OllamaOptions, OllamaProvider, normalise_host
+from memwarden.testing.fakes import ManualClock
 
 
 @pytest.fixture
@@ -65,10 +66,20 @@ def test_loaded_model_reports_real_size_vram_share_context_and_expiry(provider):
     assert before + 590 < loaded.expires_at < time.time() + 610
 
 
-def test_a_model_whose_keep_alive_expired_is_no_longer_loaded(provider):
-    provider.load("llama3.2", keep_alive_s=0.2)
-    time.sleep(0.3)
+def test_a_model_whose_keep_alive_expired_is_no_longer_loaded(provider, fake):
+    _, state = fake
+    state.clock = ManualClock(start=time.time())
+    provider.load("llama3.2", keep_alive_s=60)
+    state.clock.advance(61)
     assert provider.loaded_models() == []
+
+
+def test_a_model_within_its_keep_alive_stays_loaded(provider, fake):
+    _, state = fake
+    state.clock = ManualClock(start=time.time())
+    provider.load("llama3.2", keep_alive_s=60)
+    state.clock.advance(59)
+    assert [m.name for m in provider.loaded_models()] == ["llama3.2:latest"]
 
 
 def test_unload_sends_keep_alive_zero_and_the_model_leaves_ps(provider, fake):

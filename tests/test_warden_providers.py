@@ -16,6 +16,7 @@ from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
+from memwarden.testing.fakes import ManualClock
 
 
 class MemoryProvider(Provider):
@@ -79,7 +80,7 @@ class MemoryProvider(Provider):
         )
 
 
-def make_warden(*providers: Provider, tmp_path=None) -> Warden:
+def make_warden(*providers: Provider, tmp_path=None, clock=time.monotonic) -> Warden:
     class Registers:
         @hookimpl
         def register_providers(self, register, config):
@@ -95,7 +96,7 @@ def make_warden(*providers: Provider, tmp_path=None) -> Warden:
         env={},
     )
     plugins.register(Registers())
-    return Warden(config, plugins)
+    return Warden(config, plugins, clock=clock)
 
 
 def test_a_slow_provider_does_not_hold_up_the_others(monkeypatch):
@@ -231,11 +232,10 @@ class CountingProvider(MemoryProvider):
         super()._answer()
 
 
-def test_a_provider_found_down_is_not_asked_again_until_the_retry_window_passes(monkeypatch):
-    clock = [1000.0]
-    monkeypatch.setattr(warden_module.time, "monotonic", lambda: clock[0])
+def test_a_provider_found_down_is_not_asked_again_until_the_retry_window_passes():
+    clock = ManualClock()
     down = CountingProvider("down", ("a",), down=True)
-    warden = make_warden(down, MemoryProvider("up", ("b",)))
+    warden = make_warden(down, MemoryProvider("up", ("b",)), clock=clock)
 
     warden.loaded_models()
     warden.loaded_models()
@@ -245,6 +245,6 @@ def test_a_provider_found_down_is_not_asked_again_until_the_retry_window_passes(
     assert not status.reachable
     assert "connection refused" in status.reason
     down.down = False
-    clock[0] += warden_module.PROVIDER_RETRY_AFTER_S + 0.1
+    clock.advance(warden_module.PROVIDER_RETRY_AFTER_S + 0.1)
     assert {s.name: s.reachable for s in warden.provider_statuses()} == {"down": True, "up": True}
     assert down.asked == 2

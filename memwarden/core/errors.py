@@ -86,3 +86,10 @@ class InsufficientMemory(MemwardenError):
 
     code = "insufficient-memory"
     exit_code = 3
+
+
+class StateError(MemwardenError):
+    """memwarden's state (its history of events, readings and usage) cannot be read or written,
+    or a record kind is not one the core persists."""
+
+    code = "state-error"

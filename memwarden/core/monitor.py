@@ -88,8 +88,17 @@ class Monitor:
         *,
         on_reading: Callable[[PressureReading, RoundReport | None], None] | None = None,
         psi: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """``clock`` (monotonic seconds) times ``run(duration_s=...)``. ``sleep`` replaces the
+        wait between samples: a test passes a :class:`memwarden.testing.fakes.ManualClock` as
+        ``clock`` and its ``sleep``, so the number of samples does not depend on how busy the
+        machine is. With ``sleep`` given, ``stop()`` and PSI wake-ups are seen after it returns.
+        """
         self.governor = governor
+        self.clock = clock
+        self._sleep = sleep
         self.config: GovernorConfig = governor.warden.config.governor
         self.on_reading = on_reading
         self.samples = 0
@@ -144,7 +153,7 @@ class Monitor:
         poller.register(self._wake_read, select.POLLIN)
         if self.psi is not None:
             poller.register(self.psi.fd, select.POLLPRI)
-        deadline = None if duration_s is None else time.monotonic() + duration_s
+        deadline = None if duration_s is None else self.clock() + duration_s
         try:
             while not self._stopping:
                 self.run_once()
@@ -152,11 +161,11 @@ class Monitor:
                     break
                 timeout = self.interval_s(self.governor.level)
                 if deadline is not None:
-                    left = deadline - time.monotonic()
+                    left = deadline - self.clock()
                     if left <= 0:
                         break
                     timeout = min(timeout, left)
-                for fd, mask in poller.poll(timeout * 1000.0):
+                for fd, mask in self._wait(poller, timeout):
                     if fd == self._wake_read:
                         self._drain()
                     elif self.psi is not None and fd == self.psi.fd:
@@ -164,10 +173,18 @@ class Monitor:
                             self._lose_psi(poller)
                         else:
                             self.psi_wakeups += 1
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and self.clock() >= deadline:
                     break
         finally:
             poller.unregister(self._wake_read)
+
+    def _wait(self, poller: select.poll, timeout_s: float) -> list[tuple[int, int]]:
+        """Sleep until the next sample is due, a stop, or a PSI wake-up; what woke us."""
+        if self._sleep is None:
+            return poller.poll(timeout_s * 1000.0)
+        ready = poller.poll(0)
+        self._sleep(timeout_s)
+        return ready
 
     def _drain(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from memwarden.core.errors import (
 )
 from memwarden.core.plugins import HookAnswer, PluginContractError, Plugins
 from memwarden.core.providers import Provider, same_model
+from memwarden.core.serialize import record_type
 from memwarden.core.types import (
     AvailableModel,
     Confidence,
@@ -73,11 +74,20 @@ def _own_pools(pools: list[MemoryPool]) -> list[MemoryPool]:
 class Warden:
     """One configured memwarden.
 
-    ``Warden.from_config()`` in programs; ``Warden(config, plugins)`` in tests.
+    ``Warden.from_config()`` in programs; ``Warden(config, plugins)`` in tests. ``clock`` is
+    the monotonic clock behind the providers' retry window; tests pass a
+    :class:`memwarden.testing.fakes.ManualClock` so that no test waits for real time.
     """
 
-    def __init__(self, config: Config, plugins: Plugins | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.plugins = plugins if plugins is not None else Plugins(config)
         self.plugins.failure_listeners.append(self._on_plugin_failure)
         self._providers: dict[str, Provider] | None = None
@@ -291,7 +301,7 @@ class Warden:
         providers = list(self.providers().values())
         if not providers:
             return []
-        now = time.monotonic()
+        now = self.clock()
         asked = [p for p in providers if self._down_until.get(p.name, (0.0, ""))[0] <= now]
         answers: dict[str, Any] = {}
         started = [
@@ -368,7 +378,7 @@ class Warden:
         else:
             self._down_until.pop(name, None)
             return
-        self._down_until[name] = (time.monotonic() + PROVIDER_RETRY_AFTER_S, reason)
+        self._down_until[name] = (self.clock() + PROVIDER_RETRY_AFTER_S, reason)
 
     def provider_statuses(self) -> list[ProviderStatus]:
         statuses = []
@@ -548,13 +558,39 @@ class Warden:
         if self.config.state.enabled:
             self.hook.persist_state(kind=kind, record=record, config=self.config)
 
+    def read_state(self, kind: str, *, since: float | None = None, limit: int = 100) -> list[Any]:
+        """The newest ``limit`` records of ``kind`` (one of ``hookspecs.PERSISTED_KINDS``) that
+        happened at or after ``since``, oldest first; empty when state is off or no persistence
+        plugin can read. The way into memwarden's history for reports and plugins."""
+        record_type(kind)
+        if not self.config.state.enabled:
+            return []
+        records = self.hook.read_state(kind=kind, since=since, limit=limit, config=self.config)
+        return list(records or ())
+
     @property
     def plugin_failures(self) -> Sequence[PluginFailure]:
         return list(self.plugins.failures.values())
 
     def _on_plugin_failure(self, failure: PluginFailure) -> None:
-        # Not routed through emit(): a failing on_event plugin would report itself forever.
+        # Once per plugin and hook: a plugin failing on every sample must not flood the event
+        # log, and an on_event or persist_state plugin that fails while this very event is
+        # emitted fails a second time, which is not emitted again.
         log.debug("recorded plugin failure %s", failure)
+        if failure.hook is None or failure.count > 1:
+            return
+        self.emit(
+            Event(
+                kind="plugin-failed",
+                message=f"plugin {failure.plugin!r} failed in {failure.hook}: {failure.error}",
+                data={
+                    "plugin": failure.plugin,
+                    "hook": failure.hook,
+                    "error": failure.error,
+                    "distribution": failure.distribution,
+                },
+            )
+        )
 
 
 def _close_quietly(provider: Provider) -> None:

@@ -63,7 +63,7 @@ def estimate_model_size(
     notes: list[str] = ["rule of thumb: no model file or layer shapes were available"]
     params = parameter_count(_first(sources, PARAM_KEYS)) or parameter_count(model.name)
     size = reported_size(metadata) or reported_size(info)
-    if params is None and size is None:
+    if not params and size is None:  # a zero parameter count sizes nothing
         return None
     quant = quantization_name(
         _first(sources, ("general.file_type", "quantization_level"))

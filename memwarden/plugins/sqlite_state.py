@@ -1,7 +1,9 @@
-"""Keeps events, readings and usage in a SQLite file through sqlite-utils.
+"""Keeps events, readings and usage in a SQLite file through sqlite-utils, and reads them back.
 
-One table per record kind (``event``, ``reading``, ``usage``...). Each row has the time it was
-written, the record's scalar fields as columns, and the whole record as JSON in ``record``.
+One table per record kind (``event``, ``reading``, ``usage``: ``hookspecs.PERSISTED_KINDS``). Each
+row has ``written_at`` (when it was stored), ``recorded_at`` (when the record happened, as
+``serialize.record_time`` gives it), the record's scalar fields as columns, and the whole record
+as JSON in ``record``, from which ``read_state`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 import sqlite_utils
 
 from memwarden.core.config import Config, NoOptions
-from memwarden.core.serialize import to_data
-from memwarden.hookspecs import hookimpl
+from memwarden.core.serialize import record_from_data, record_time, record_type, to_data
+from memwarden.hookspecs import PERSISTED_KINDS, hookimpl
 
 # Takes no [plugins.sqlite-state] options ([state] says where the file is).
 OPTIONS = NoOptions
@@ -46,7 +48,33 @@ def persist_state(kind: str, record: Any, config: Config) -> None:
     row: dict[str, Any] = {"written_at": time.time()}
     if isinstance(data, dict):
         row.update({k: v for k, v in data.items() if isinstance(v, str | int | float | bool)})
+    if kind in PERSISTED_KINDS:
+        row["recorded_at"] = record_time(record)
     row["record"] = json.dumps(data, default=str)
     db = database(config.state.resolved_path())
     with _lock:
         db[kind].insert(row, alter=True)
+
+
+@hookimpl
+def read_state(kind: str, since: float | None, limit: int, config: Config) -> list[Any]:
+    record_type(kind)  # an unknown kind is a StateError, not an empty answer
+    path = config.state.resolved_path()
+    if limit <= 0 or not path.exists():
+        return []
+    db = database(path)
+    with _lock:
+        table = db.table(kind)
+        if not table.exists():
+            return []
+        # Rows written before recorded_at existed sort and filter by when they were written.
+        moment = "recorded_at" if "recorded_at" in table.columns_dict else "written_at"
+        moment = f"coalesce({moment}, written_at)"
+        where, params = ("", []) if since is None else (f"where {moment} >= ?", [since])
+        rows = list(
+            db.query(
+                f"select record from [{kind}] {where} order by {moment} desc, rowid desc limit ?",
+                [*params, limit],
+            )
+        )
+    return [record_from_data(kind, json.loads(row["record"])) for row in reversed(rows)]

@@ -1,6 +1,13 @@
-"""Test support for plugin authors: the conformance suite (needs pytest)."""
+"""Test support for plugin authors: the conformance suite (``pip install memwarden[testing]``
+brings pytest). The fixtures in :mod:`memwarden.testing.pytest_plugin` reach every pytest run
+through the ``pytest11`` entry point."""
 
-from memwarden.testing.conformance import (
+import pytest
+
+# The contracts' plain asserts explain themselves in a failure report, as a test's own would.
+pytest.register_assert_rewrite("memwarden.testing.conformance")
+
+from memwarden.testing.conformance import (  # noqa: E402
     CompressorPluginContract,
     DevicePluginContract,
     EstimatorPluginContract,
@@ -8,6 +15,7 @@ from memwarden.testing.conformance import (
     ProviderContract,
     StrategyPluginContract,
     assert_no_plugin_failures,
+    sample_records,
     warden_with,
 )
 
@@ -19,5 +27,6 @@ __all__ = [
     "ProviderContract",
     "StrategyPluginContract",
     "assert_no_plugin_failures",
+    "sample_records",
     "warden_with",
 ]

@@ -11,8 +11,16 @@ and run ``pytest``::
             import memwarden_mygpu
             return memwarden_mygpu
 
-Optional capabilities are class attributes (``supports_load = False`` on a read-only provider,
-say); tests for a capability you do not declare are skipped with the reason, not failed.
+A plugin that answers nothing in the contract's default scene fails it: a device plugin must
+report pools or a ``DeviceUnavailable`` with a reason, an estimator must size its ``model``, a
+compressor must compress, a provider must answer, and a persistence plugin must read back what it
+stored. What a plugin legitimately does not do it declares as a class attribute on the subclass
+(``may_find_no_device = True``, ``supports_load = False``, ``supports_read = False``...); the tests
+that need it are then skipped with the reason, not failed. Each contract's docstring lists its
+capabilities.
+
+The same fixtures are on offer to any test through the ``memwarden`` pytest plugin (installed with
+memwarden): ``memwarden_config``, ``memwarden_warden_with``, ``memwarden_rig``, ``memwarden_clock``.
 
 Every contract registers your plugin through memwarden's real plugin manager, so a hook that
 raises shows up as a failure here exactly as users would see it in ``memwarden plugins``.
@@ -27,11 +35,12 @@ from typing import Any
 import attrs
 import pytest
 
-from memwarden.core.config import Config, ModelPolicy
+from memwarden.core.config import Config, ModelPolicy, StateConfig
 from memwarden.core.errors import MemwardenError, ModelNotFound
 from memwarden.core.governor import Governor
 from memwarden.core.plugins import Plugins
-from memwarden.core.providers import Provider
+from memwarden.core.providers import Provider, same_model
+from memwarden.core.serialize import to_data
 from memwarden.core.sessions import ManagedSession
 from memwarden.core.strategy import StrategyContext, action_problem
 from memwarden.core.types import (
@@ -48,11 +57,14 @@ from memwarden.core.types import (
     Message,
     ModelRef,
     PoolKind,
+    PoolPressure,
     PressureLevel,
     PressureReading,
     ProviderStatus,
+    UsageRecord,
 )
 from memwarden.core.warden import Warden
+from memwarden.hookspecs import PERSISTED_KINDS
 from memwarden.testing.fakes import GIB, KV_BYTES_PER_TOKEN, Rig, make_rig
 
 
@@ -67,6 +79,70 @@ def warden_with(plugin: object, config: Config | None = None) -> Warden:
 def assert_no_plugin_failures(warden: Warden) -> None:
     failures = [f"{f.plugin} in {f.hook}: {f.error}" for f in warden.plugin_failures]
     assert not failures, "the plugin raised inside a hook: " + "; ".join(failures)
+
+
+def sample_records() -> dict[str, Any]:
+    """One record of every kind in ``hookspecs.PERSISTED_KINDS``, each field set to something a
+    lossy store would get wrong (nested pools, a level by name, floats, None beside values)."""
+    pool = MemoryPool(
+        id="cuda:0",
+        kind=PoolKind.GPU,
+        name="Conformance GPU",
+        total_bytes=24 * GIB,
+        available_bytes=3 * GIB,
+        used_bytes=21 * GIB,
+        source="conformance",
+        psi_some_avg10=12.5,
+    )
+    snapshot = DeviceSnapshot(
+        pools=(pool,),
+        unavailable=(DeviceUnavailable(source="apple", reason="not Apple Silicon"),),
+        taken_at=1_700_000_000.25,
+    )
+    reading = PressureReading(
+        level=PressureLevel.CRITICAL,
+        pools=(
+            PoolPressure(
+                pool_id="cuda:0",
+                level=PressureLevel.CRITICAL,
+                used_percent=87.5,
+                available_bytes=3 * GIB,
+                reasons=("87.5 % used",),
+            ),
+        ),
+        snapshot=snapshot,
+        managed_bytes=9 * GIB,
+        reasons=("cuda:0 at 87.5 %",),
+        taken_at=1_700_000_000.5,
+        managed_level=PressureLevel.WARNING,
+    )
+    records = {
+        "event": Event(
+            kind="action-taken",
+            message="unloaded llama3.2 (2.0 GiB)",
+            level=PressureLevel.CRITICAL,
+            data={"model": "llama3.2", "freed_bytes": 2 * GIB, "cost": 1.5, "forced": False},
+            at=1_700_000_001.75,
+        ),
+        "reading": reading,
+        "usage": UsageRecord(
+            model="llama3.2",
+            provider="ollama",
+            started_at=1_700_000_002.0,
+            latency_s=0.375,
+            success=False,
+            prompt_tokens=12,
+            error="ProviderUnavailable: connection refused",
+        ),
+    }
+    assert tuple(records) == PERSISTED_KINDS, "sample_records is missing a persisted kind"
+    return records
+
+
+def _declared(contract: object, capability: str, why: str) -> None:
+    """Skip, naming the capability, when the subclass declared that it lacks it."""
+    if not getattr(contract, capability):
+        pytest.skip(f"the plugin declares {capability} = False: {why}")
 
 
 class _PluginContract:
@@ -86,38 +162,78 @@ class _PluginContract:
 
 
 class DevicePluginContract(_PluginContract):
-    """For plugins implementing ``detect_device``."""
+    """For plugins implementing ``detect_device``.
+
+    In the default scene (your ``config``, this host) the plugin must report at least one pool.
+    Capability: ``may_find_no_device = True`` for a plugin that legitimately sees nothing here
+    (a GPU plugin on a CI runner without that GPU); it must then answer a ``DeviceUnavailable``
+    that says why, never None.
+    """
+
+    may_find_no_device: bool = False
 
     def _detect(self, warden: Warden) -> list[Any]:
         results = warden.hook.detect_device(config=warden.config)
         assert_no_plugin_failures(warden)
         return results
 
+    def _answer(self, warden: Warden) -> Any:
+        results = self._detect(warden)
+        assert results, (
+            "detect_device returned None: return the pools you measured, or a "
+            "DeviceUnavailable saying why you see none"
+        )
+        assert len(results) == 1, f"one plugin, one answer: {results!r}"
+        return results[0]
+
+    def _pools(self, warden: Warden) -> list[MemoryPool]:
+        answer = self._answer(warden)
+        return [] if isinstance(answer, DeviceUnavailable) else list(answer)
+
     def test_detect_device_returns_pools_or_says_why_not(self, warden: Warden) -> None:
-        for result in self._detect(warden):
-            if isinstance(result, DeviceUnavailable):
-                assert result.reason, "DeviceUnavailable must say why"
-                assert result.source
-            else:
-                assert isinstance(result, Sequence), "return a list of MemoryPool"
-                assert all(isinstance(pool, MemoryPool) for pool in result)
+        answer = self._answer(warden)
+        if isinstance(answer, DeviceUnavailable):
+            assert answer.reason, "DeviceUnavailable must say why"
+            assert answer.source, "DeviceUnavailable must name the plugin in `source`"
+            return
+        assert isinstance(answer, Sequence) and not isinstance(answer, str | bytes), (
+            f"return a list of MemoryPool, not {type(answer).__name__}"
+        )
+        wrong = [type(pool).__name__ for pool in answer if not isinstance(pool, MemoryPool)]
+        assert not wrong, f"return MemoryPool instances, not {', '.join(wrong)}"
+        assert answer, "an empty list says nothing: return a DeviceUnavailable saying why"
+
+    def test_finds_a_device_in_the_default_scene(self, warden: Warden) -> None:
+        if self.may_find_no_device:
+            pytest.skip("the plugin declares may_find_no_device = True")
+        answer = self._answer(warden)
+        assert not isinstance(answer, DeviceUnavailable), (
+            f"the plugin found no device here ({answer.reason}); if that is right on this host, "
+            "declare may_find_no_device = True on the contract subclass"
+        )
 
     def test_pools_have_consistent_sizes(self, warden: Warden) -> None:
-        for pool in warden.snapshot().pools:
+        for pool in self._pools(warden):
             assert pool.total_bytes > 0, f"{pool.id}: total_bytes must be positive"
-            assert 0 <= pool.available_bytes <= pool.total_bytes, pool
-            assert 0 <= pool.used_bytes <= pool.total_bytes, pool
+            assert 0 <= pool.available_bytes <= pool.total_bytes, (
+                f"{pool.id}: available_bytes {pool.available_bytes} is outside "
+                f"0..total_bytes ({pool.total_bytes})"
+            )
+            assert 0 <= pool.used_bytes <= pool.total_bytes, (
+                f"{pool.id}: used_bytes {pool.used_bytes} is outside "
+                f"0..total_bytes ({pool.total_bytes})"
+            )
             assert isinstance(pool.kind, PoolKind)
             assert pool.source, f"{pool.id}: name the plugin in `source`"
 
     def test_pool_ids_are_unique_and_stable(self, warden: Warden) -> None:
-        first = [pool.id for pool in warden.snapshot().pools]
-        second = [pool.id for pool in warden.snapshot().pools]
+        first = [pool.id for pool in self._pools(warden)]
+        second = [pool.id for pool in self._pools(warden)]
         assert len(first) == len(set(first)), f"duplicate pool ids: {first}"
         assert first == second, "pool ids must not change between snapshots"
 
     def test_processes_hold_no_more_than_the_pool(self, warden: Warden) -> None:
-        for pool in warden.snapshot().pools:
+        for pool in self._pools(warden):
             for process in pool.processes:
                 assert process.pid > 0
                 assert 0 <= process.used_bytes <= pool.total_bytes
@@ -126,8 +242,9 @@ class DevicePluginContract(_PluginContract):
 class EstimatorPluginContract(_PluginContract):
     """For plugins implementing ``estimate_model_size``.
 
-    Override ``model`` with a model your estimator can size and ``foreign_model`` with one it
-    cannot (it must answer None, so that other estimators get their turn).
+    Override ``model`` with a model your estimator can size (it must: an estimator that never
+    answers fails) and ``foreign_model`` with one it cannot (it must answer None, so that other
+    estimators get their turn). More context never costs less.
     """
 
     context_lengths: tuple[int, ...] = (512, 4096, 32768)
@@ -157,7 +274,9 @@ class EstimatorPluginContract(_PluginContract):
         self, warden: Warden, model: ModelRef, options: dict[str, Any]
     ) -> None:
         estimate = self._estimate(warden, model, 4096, options)
-        assert isinstance(estimate, MemoryEstimate)
+        assert isinstance(estimate, MemoryEstimate), (
+            f"estimate_model_size must size the `model` fixture {model!r}; it answered {estimate!r}"
+        )
         parts = (
             estimate.weights_bytes,
             estimate.kv_cache_bytes,
@@ -178,7 +297,10 @@ class EstimatorPluginContract(_PluginContract):
         totals = []
         for ctx in self.context_lengths:
             estimate = self._estimate(warden, model, ctx, options)
-            assert estimate is not None
+            assert isinstance(estimate, MemoryEstimate), (
+                f"no estimate at {ctx} tokens: {estimate!r}"
+            )
+            assert estimate.context_tokens == ctx, f"asked for {ctx} tokens: {estimate!r}"
             totals.append(estimate.total_bytes)
         assert totals == sorted(totals), f"totals for {self.context_lengths}: {totals}"
 
@@ -375,11 +497,15 @@ class StrategyPluginContract(_PluginContract):
 class ProviderContract:
     """For a :class:`~memwarden.core.providers.Provider`.
 
-    Override ``provider`` (pointed at a real or loopback server) and ``loadable_model``. Declare
-    ``supports_load = False`` for a read-only provider.
+    Override ``provider`` (pointed at a real or loopback server) and ``loadable_model`` (a model
+    the provider offers, and can load). In the default scene the provider must answer: its status
+    is reachable and it offers ``loadable_model``. Capabilities: ``supports_load = False`` for a
+    read-only provider; ``may_be_unreachable = True`` for one whose runtime may not run where the
+    tests do (then its status must say why, and the tests that need the runtime are skipped).
     """
 
     supports_load: bool = True
+    may_be_unreachable: bool = False
 
     @pytest.fixture
     def provider(self) -> Provider:
@@ -397,20 +523,59 @@ class ProviderContract:
         assert provider.name and provider.name == provider.name.lower()
         assert " " not in provider.name
 
-    def test_status_names_the_provider(self, provider: Provider) -> None:
+    def _status(self, provider: Provider) -> ProviderStatus:
         status = provider.status()
-        assert isinstance(status, ProviderStatus)
+        assert isinstance(status, ProviderStatus), (
+            f"status() must return a ProviderStatus, not {type(status).__name__}"
+        )
+        return status
+
+    def _require_runtime(self, provider: Provider) -> None:
+        if self.may_be_unreachable and not self._status(provider).reachable:
+            pytest.skip("the runtime is not reachable here (may_be_unreachable = True)")
+
+    def test_status_names_the_provider(self, provider: Provider) -> None:
+        status = self._status(provider)
         assert status.name == provider.name
         if not status.reachable:
             assert status.reason, "an unreachable provider says why"
 
+    def test_status_answers_reachable_in_the_default_scene(self, provider: Provider) -> None:
+        if self.may_be_unreachable:
+            pytest.skip("the provider declares may_be_unreachable = True")
+        status = self._status(provider)
+        assert status.reachable, (
+            f"status() says unreachable ({status.reason}); point the `provider` fixture at a "
+            "running (or loopback) runtime, or declare may_be_unreachable = True"
+        )
+
     def test_available_models_belong_to_the_provider(self, provider: Provider) -> None:
+        self._require_runtime(provider)
         models = provider.available_models()
-        assert all(isinstance(m, AvailableModel) for m in models)
-        assert all(m.provider == provider.name for m in models)
+        assert isinstance(models, Sequence), (
+            f"available_models() must return a list, not {type(models).__name__}"
+        )
+        assert all(isinstance(m, AvailableModel) for m in models), models
+        assert all(m.provider == provider.name for m in models), models
+
+    def test_offers_its_loadable_model(self, provider: Provider, loadable_model: str) -> None:
+        self._require_runtime(provider)
+        names = [m.name for m in provider.available_models()]
+        assert any(same_model(name, loadable_model) for name in names), (
+            f"available_models() does not list {loadable_model!r}: {names}"
+        )
+
+    def test_loaded_models_is_a_list_of_loaded_models(self, provider: Provider) -> None:
+        self._require_runtime(provider)
+        loaded = provider.loaded_models()
+        assert isinstance(loaded, Sequence), (
+            f"loaded_models() must return a list, not {type(loaded).__name__}"
+        )
+        assert all(isinstance(m, LoadedModel) and m.provider == provider.name for m in loaded)
 
     def test_load_then_unload(self, provider: Provider, loadable_model: str) -> None:
         self._require_load()
+        self._require_runtime(provider)
         loaded = provider.load(loadable_model, context_tokens=512)
         assert isinstance(loaded, LoadedModel)
         assert loaded.provider == provider.name
@@ -422,12 +587,20 @@ class ProviderContract:
 
     def test_unloading_an_unknown_model_is_model_not_found(self, provider: Provider) -> None:
         self._require_load()
+        self._require_runtime(provider)
         with pytest.raises(ModelNotFound):
             provider.unload("memwarden-conformance/no-such-model:0b")
 
 
 class CompressorPluginContract(_PluginContract):
-    """For plugins implementing ``compress_context``."""
+    """For plugins implementing ``compress_context``.
+
+    In the default scene (a pinned system prompt and twenty turns, to fit in a third of their
+    tokens) the plugin must compress. Capability: ``may_decline = True`` for a compressor that
+    handles only some windows (then override ``window`` with one it handles to test it).
+    """
+
+    may_decline: bool = False
 
     @pytest.fixture
     def window(self) -> ContextWindow:
@@ -443,23 +616,89 @@ class CompressorPluginContract(_PluginContract):
         budget = window.tokens // 3
         result = warden.hook.compress_context(window=window, budget_tokens=budget)
         assert_no_plugin_failures(warden)
-        if result is None:
-            pytest.skip("the plugin declined this window")
-        assert result.tokens <= budget
+        if result is None and self.may_decline:
+            pytest.skip("the plugin declined this window (may_decline = True)")
+        assert result is not None, (
+            "compress_context returned None for the default window; compress it, or declare "
+            "may_decline = True"
+        )
+        assert isinstance(result, ContextWindow), (
+            f"return a ContextWindow, not {type(result).__name__}"
+        )
+        assert result.tokens <= budget, f"{result.tokens} tokens, over the budget of {budget}"
         pinned = [m for m in window.messages if m.pinned]
-        assert all(m in result.messages for m in pinned)
+        assert all(m in result.messages for m in pinned), "pinned messages must be kept"
 
 
 class PersistencePluginContract(_PluginContract):
-    """For plugins implementing ``persist_state``: every record kind is accepted."""
+    """For plugins implementing ``persist_state`` and ``read_state``: every record kind in
+    ``hookspecs.PERSISTED_KINDS`` is accepted, and read back equal (compared through
+    ``to_data``), newest last, within ``limit`` and ``since``.
 
-    def test_accepts_every_record_kind(self, warden: Warden) -> None:
-        snapshot = DeviceSnapshot(pools=())
-        reading = PressureReading(level=PressureLevel.NORMAL, pools=(), snapshot=snapshot)
-        records = {
-            "event": Event(kind="level-changed", message="conformance", level=PressureLevel.NORMAL),
-            "reading": reading,
-        }
-        for kind, record in records.items():
-            warden.hook.persist_state(kind=kind, record=record, config=warden.config)
+    ``config`` puts ``[state] path`` in a fresh temporary folder for each test. Capability:
+    ``supports_read = False`` for a plugin that only ships records elsewhere (a metrics exporter);
+    the read-back tests are then skipped.
+    """
+
+    supports_read: bool = True
+
+    @pytest.fixture
+    def config(self, tmp_path: Any) -> Config:
+        return Config(state=StateConfig(path=str(tmp_path / "state.db")))
+
+    @pytest.fixture
+    def records(self) -> dict[str, Any]:
+        """Override to store other records; keep one of every kind."""
+        return sample_records()
+
+    def _store(self, warden: Warden, kind: str, record: Any) -> None:
+        warden.hook.persist_state(kind=kind, record=record, config=warden.config)
         assert_no_plugin_failures(warden)
+
+    def _read(self, warden: Warden, kind: str, since: float | None, limit: int) -> list[Any]:
+        _declared(self, "supports_read", "it keeps no state it can read back")
+        result = warden.hook.read_state(kind=kind, since=since, limit=limit, config=warden.config)
+        assert_no_plugin_failures(warden)
+        assert result is not None, (
+            "read_state returned None: give back what persist_state stored, or declare "
+            "supports_read = False"
+        )
+        assert isinstance(result, Sequence), f"return a list, not {type(result).__name__}"
+        return list(result)
+
+    def _events(self) -> list[Event]:
+        return [
+            Event(kind="level-changed", message=f"event {n}", data={"n": n}, at=1_000.0 + n)
+            for n in range(3)
+        ]
+
+    def test_accepts_every_record_kind(self, warden: Warden, records: dict[str, Any]) -> None:
+        for kind, record in records.items():
+            self._store(warden, kind, record)
+
+    def test_reads_back_every_record_kind_equal(
+        self, warden: Warden, records: dict[str, Any]
+    ) -> None:
+        for kind, record in records.items():
+            self._store(warden, kind, record)
+        for kind, record in records.items():
+            read = self._read(warden, kind, None, 10)
+            assert [to_data(r) for r in read] == [to_data(record)], f"{kind} records differ"
+
+    def test_reads_the_newest_records_last_within_the_limit(self, warden: Warden) -> None:
+        events = self._events()
+        for event in events:
+            self._store(warden, "event", event)
+        read = self._read(warden, "event", None, 2)
+        assert [to_data(r) for r in read] == [to_data(e) for e in events[1:]]
+
+    def test_reads_only_records_since_the_time_given(self, warden: Warden) -> None:
+        events = self._events()
+        for event in events:
+            self._store(warden, "event", event)
+        read = self._read(warden, "event", events[1].at, 10)
+        assert [to_data(r) for r in read] == [to_data(e) for e in events[1:]]
+
+    def test_reads_nothing_of_a_kind_never_stored(self, warden: Warden) -> None:
+        self._store(warden, "event", self._events()[0])
+        assert self._read(warden, "usage", None, 10) == []

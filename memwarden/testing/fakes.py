@@ -22,12 +22,14 @@ from typing import Any
 import attrs
 
 from memwarden.core.config import Config
+from memwarden.core.errors import ModelNotFound
 from memwarden.core.plugins import BUILTIN_PLUGINS, Plugins
 from memwarden.core.providers import Provider
 from memwarden.core.types import (
     AvailableModel,
     Confidence,
     Event,
+    GenerateResult,
     LoadedModel,
     MemoryEstimate,
     MemoryPool,
@@ -42,6 +44,31 @@ GIB = 2**30
 # What the scripted runtime charges per token of context (its KV cache), and what the test
 # estimator says: the two agree, as a good estimator and a runtime would.
 KV_BYTES_PER_TOKEN = 128 * 1024
+
+
+class ManualClock:
+    """A clock that moves only when a test moves it, for tests that must not depend on how busy
+    the machine is. Pass it as ``clock`` (``Warden``, ``Monitor``) and its :meth:`sleep` as
+    ``sleep`` (``Monitor``)::
+
+        clock = ManualClock()
+        monitor = Monitor(governor, psi=False, clock=clock, sleep=clock.sleep)
+        monitor.run(duration_s=1.0)   # returns at once; the clock reads 1 s later
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """What ``time.sleep`` would do, without the wait: the clock moves ``seconds`` ahead."""
+        self.advance(max(seconds, 0.0))
 
 
 class ScriptedDevice:
@@ -138,6 +165,19 @@ class MemoryProvider(Provider):
         loaded = self.models.pop(model)
         self.device.models_bytes -= loaded.total_bytes
         self.unloaded.append(model)
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
+        """Answer with the prompt reversed, from a loaded model (so usage can be counted)."""
+        if not any(m.name == model for m in self.models.values()):
+            raise ModelNotFound(f"memory: model {model!r} is not loaded")
+        words = prompt.split()
+        return GenerateResult(
+            model=model,
+            provider=self.name,
+            text=" ".join(reversed(words)),
+            prompt_tokens=len(words),
+            completion_tokens=len(words),
+        )
 
     def set(self, instance: str, **changes: object) -> None:
         """Change what the runtime reports about a loaded instance (idle time, requests)."""
