@@ -1106,7 +1106,3 @@ def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
 
 def _names(refs: Sequence[ModelRef]) -> str:
     return ", ".join(repr(r.name) for r in refs)
-
-
-def _gib(value: int) -> str:
-    return f"{value / 2**30:.2f} GiB"

@@ -30,6 +30,7 @@ from memwarden.core.types import (
     PressureLevel,
     PressureReading,
 )
+from memwarden.core.units import format_bytes
 
 # Identifies one loaded instance: (provider, instance id or, without one, the model name).
 ModelKey = tuple[str, str]
@@ -185,7 +186,8 @@ def unload_action(model: LoadedModel, strategy: str, cost: float, why: str) -> A
     return Action(
         kind=ActionKind.UNLOAD,
         strategy=strategy,
-        description=f"unload {label} ({model.provider}, {_gib(model.total_bytes)}) to {why}",
+        description=f"unload {label} ({model.provider}, {format_bytes(model.total_bytes)}) "
+        f"to {why}",
         expected_freed_bytes=model.total_bytes,
         cost=cost,
         model=model.name,
@@ -291,7 +293,3 @@ def policy_refusal(action: Action, context: StrategyContext) -> Refusal | None:
                 f"EMERGENCY (now {context.level})",
             )
     return None
-
-
-def _gib(value: int) -> str:
-    return f"{value / 2**30:.2f} GiB"
