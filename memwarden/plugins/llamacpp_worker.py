@@ -128,17 +128,19 @@ class Runtime:
             self.batch.set_batch(tokens[start : start + n_batch], n_past=start, logits_all=False)
             self.context.decode(self.batch)
         position = len(tokens)
-        pieces: list[bytes] = []
+        generated: list[int] = []
         for _ in range(max_tokens):
             token = self.sampler.sample(self.context, -1)
             if self._capi.llama_vocab_is_eog(self.model.vocab, token):
                 break
-            pieces.append(self.model.token_to_piece(token))
+            generated.append(token)
             self.batch.set_batch([token], n_past=position, logits_all=False)
             self.context.decode(self.batch)
             position += 1
-        text = b"".join(pieces).decode("utf-8", errors="replace")
-        return text, len(tokens), len(pieces)
+        # detokenize, not token_to_piece: the latter returns its whole 32-byte buffer, NULs
+        # included. Decoding all tokens at once keeps characters split across tokens whole.
+        text = self.model.detokenize(generated).decode("utf-8", errors="replace")
+        return text, len(tokens), len(generated)
 
 
 def serve(requests: TextIO, out: TextIO) -> None:
