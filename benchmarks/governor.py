@@ -126,9 +126,9 @@ def idle_watch_cpu(seconds: float, state_dir: str, json_lines: bool) -> float:
 
 def managed_cap_latency(trials: int, state_dir: str) -> list[float]:
     """Seconds from a load made through memwarden (``Governor.load``) taking the managed models
-    past ``[pressure] max_managed_memory``'s warning share to on_pressure (from the call), with the real
-    monitor loop at default settings. The pool itself stays far from its thresholds: only the
-    cap is crossed. Between trials the model is unloaded through memwarden again."""
+    past ``[pressure] max_managed_memory``'s warning share to on_pressure (from the call), with
+    the real monitor loop at default settings. The pool itself stays far from its thresholds:
+    only the cap is crossed. Between trials the model is unloaded through memwarden again."""
     config = Config(
         state=StateConfig(path=os.path.join(state_dir, "cap.db")),
         pressure=PressureConfig(max_managed_memory=100 * GIB),

@@ -28,8 +28,22 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 # Figures measured with this table at commit 935233b (before the fast-paths work), 2-core
-# machine shared with other test runs. Keys are the row keys below.
-TODAY: dict[str, str] = {}
+# machine shared with other test runs (`python -c pass` 32 ms that run). Keys are row names.
+TODAY: dict[str, str] = {
+    "`memwarden status --json` (nothing running)": "1639 ms, 52x",
+    "`memwarden estimate FILE.gguf`": "1226 ms, 39x",
+    "scripted device crosses CRITICAL -> on_pressure (40 crossings)": "504 ms, p99 999",
+    "load through memwarden crosses the managed cap -> on_pressure (40 loads)": "473 ms, p99 1009",
+    "idle `memwarden watch --json` CPU over 60 s": "0.62%",
+    "admission (plan_load) among 10 loaded models": "0.77 ms",
+    "one ladder round's proposals, ordered, 10 models": "0.87 ms",
+    "admission (plan_load) among 100 loaded models": "9.26 ms",
+    "one ladder round's proposals, ordered, 100 models": "4.09 ms",
+    "admission (plan_load) among 1,000 loaded models": "61.76 ms",
+    "one ladder round's proposals, ordered, 1,000 models": "56.84 ms",
+    "admission (plan_load) among 10,000 loaded models": "885.12 ms",
+    "one ladder round's proposals, ordered, 10,000 models": "619.37 ms",
+}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -49,6 +63,9 @@ def _isolated_env(state_dir: str) -> dict[str, str]:
         }
     )
     env.pop("MEMWARDEN_CONFIG", None)
+    # As installed: the warm-up run writes memwarden's .pyc files (a shell that sets this
+    # would make every run compile memwarden from source, 90 ms on a 2-core machine).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
