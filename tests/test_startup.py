@@ -97,3 +97,22 @@ def test_any_entry_points_is_false_without_the_group(tmp_path):
     (dist / "entry_points.txt").write_text("[console_scripts]\nmemwarden = y\n")
     (tmp_path / "bare-1.0.dist-info").mkdir()
     assert any_entry_points("memwarden", [str(tmp_path), str(tmp_path / "missing")]) is False
+
+
+def test_nvidia_without_a_driver_answers_without_importing_pynvml(monkeypatch):
+    from memwarden.core.config import Config
+    from memwarden.plugins import nvidia
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(nvidia, "_driver_present", lambda: False)
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    nvidia.shutdown()
+    try:
+        result = nvidia.detect_device(config=Config())
+    finally:
+        nvidia.shutdown()
+    assert result.reason == (
+        "the NVIDIA driver's NVML library (libnvidia-ml) was not found: no NVIDIA driver "
+        "(no /proc/driver/nvidia, no /dev/nvidiactl)"
+    )
+    assert "pynvml" not in sys.modules
