@@ -23,7 +23,12 @@ from memwarden.core.errors import ModelFileError, ModelNotFound
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.estimation.gguf import GGUFModel, read_model
 from memwarden.estimation.model_files import ModelSearch, find_model_file, looks_like_path
-from memwarden.estimation.sizing import ShapeError, memory_estimate, shape_from_metadata
+from memwarden.estimation.sizing import (
+    REPACKED_TYPES,
+    ShapeError,
+    memory_estimate,
+    shape_from_metadata,
+)
 from memwarden.hookspecs import hookimpl
 
 NAME = "gguf-estimator"
@@ -103,8 +108,11 @@ def shape_of(gguf: GGUFModel) -> Any:
     layer_bytes: dict[int, int] = {}
     output = 0
     inputs = 0
+    repacked = 0
     for tensor in gguf.tensors:
         size = tensor.nbytes + (-tensor.nbytes) % gguf.alignment
+        if _repacked(tensor):
+            repacked += size
         if tensor.name.startswith(_LAYER_PREFIX):
             index = tensor.name.split(".", 2)[1]
             if index.isdigit():
@@ -115,13 +123,24 @@ def shape_of(gguf: GGUFModel) -> Any:
         else:
             output += size
     layers = max(layer_bytes, default=-1) + 1
-    return shape_from_metadata(
+    shape = shape_from_metadata(
         gguf.metadata,
         weights_bytes=gguf.tensor_bytes(),
         tensor_count=len(gguf.tensors),
         layer_weights_bytes=tuple(layer_bytes.get(i, 0) for i in range(layers)),
         output_weights_bytes=output,
         input_weights_bytes=inputs,
+    )
+    return attrs.evolve(shape, repacked_weights_bytes=repacked)
+
+
+def _repacked(tensor: Any) -> bool:
+    """Whether ggml's CPU backend repacks this tensor (a block matrix of a repackable type)."""
+    return (
+        tensor.name.startswith(_LAYER_PREFIX)
+        and tensor.type.name in REPACKED_TYPES
+        and len(tensor.shape) == 2
+        and tensor.shape[1] % 8 == 0
     )
 
 
