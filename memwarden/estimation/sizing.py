@@ -24,6 +24,7 @@ from memwarden.core.types import (
     ResidentEstimate,
 )
 from memwarden.estimation.gguf import GGMLType, ggml_type
+from memwarden.estimation.profiles import profile_options
 
 MiB = 1 << 20
 # llama.cpp pads the KV cache size (cells) to this many; the flash-attention kernels need it.
@@ -318,7 +319,8 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
         offloaded = range(max(0, n_layers - run.gpu_layers), n_layers)
         layer_bytes = shape.layer_weights_bytes or _even_layers(shape)
         gpu_bytes += sum(layer_bytes[i] for i in offloaded if i < len(layer_bytes))
-        gpu_bytes += sum(kv_layers[i] for i in offloaded if i < len(kv_layers))
+        if run.kv_offload:
+            gpu_bytes += sum(kv_layers[i] for i in offloaded if i < len(kv_layers))
         if run.gpu_layers > n_layers:
             gpu_bytes += shape.output_weights_bytes
         gpu_bytes += compute
@@ -392,7 +394,7 @@ def activation_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> i
     used = min(layout.cells_per_stream, pad(min(prompt, run.context_tokens), KV_CELL_PADDING))
     kinds = {_is_swa(shape, layer) for layer, n in enumerate(shape.head_count_kv) if n > 0}
     mask_bytes = F16_BYTES if run.flash_attention else F32_BYTES
-    cells = {swa: layout.swa_cells_per_stream if swa else used for swa in kinds}
+    cells = {swa: min(layout.swa_cells_per_stream, used) if swa else used for swa in kinds}
     masks = sum(cells.values()) * n_tokens * mask_bytes
     if shape.expert_count and shape.expert_used_count:
         ff_width = shape.expert_feed_forward_length * shape.expert_used_count
@@ -443,8 +445,8 @@ def resident(shape: ModelShape, run: RunSettings) -> ResidentBreakdown:
         mapped = shape.weights_bytes
     else:
         private_weights, mapped = shape.weights_bytes, 0
-    overhead = breakdown.overhead_bytes - graph_planning_bytes(shape)
-    _, binding = binding_bytes(shape, run)
+    binding_committed, binding = binding_bytes(shape, run)
+    overhead = breakdown.overhead_bytes - graph_planning_bytes(shape) - binding_committed
     return ResidentBreakdown(
         weights_bytes=private_weights,
         mapped_weights_bytes=mapped,
@@ -467,7 +469,10 @@ def memory_estimate(
     """The estimate of ``shape`` run as the estimate_model_size ``options`` ask, split per pool
     when layers are offloaded. Every shape-based estimator answers through this."""
     try:
-        run = RunSettings.from_options(context_tokens, options)
+        runtime = options.get("runtime")
+        profile = profile_options(runtime if isinstance(runtime, str) else None, model.provider)
+        given = {key: value for key, value in options.items() if value is not None}
+        run = RunSettings.from_options(context_tokens, {**profile, **given})
     except ValueError as exc:
         raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
     breakdown = estimate(shape, run)
