@@ -618,7 +618,7 @@ class Governor:
                 touched.add(model_key(outcome.reloaded))
             outcomes.append(outcome)
             if outcome.ok:
-                expected_total += action.expected_freed_bytes
+                expected_total += _expected_in_figure(outcome)
             # Relieved: the level that triggered this round is left. What remains of a lower
             # level is the next round's work, with that level's (gentler) strategies.
             if current.level < reading.level or current.level == PressureLevel.NORMAL:
@@ -1131,6 +1131,16 @@ class Governor:
 
 # The key of LoadPlan.needed for the limit on concurrently loaded models.
 MAX_LOADED = admission.MAX_LOADED
+
+
+def _expected_in_figure(outcome: ActionOutcome) -> int:
+    """What a taken action is expected to free, in the figure of its pool: an unload frees
+    what its process held (measured from the loaded-model list at once, resident in system
+    RAM), not the committed figure strategies propose with; other actions, their estimate."""
+    expected = outcome.action.expected_freed_bytes
+    if outcome.action.kind == UNLOAD and outcome.measured_freed_bytes is not None:
+        return max(0, min(expected, outcome.measured_freed_bytes))
+    return expected
 
 
 def _identity(action: Action) -> tuple[str, str, str | None, str | None]:
