@@ -26,7 +26,12 @@ from memwarden.core.errors import (
     MemwardenError,
     ProviderError,
 )
-from memwarden.core.providers import Provider
+from memwarden.core.providers import (
+    Provider,
+    accepts_load_options,
+    ignored_options,
+    load_options,
+)
 from memwarden.core.sessions import SessionRegistry
 from memwarden.core.strategy import (
     ModelKey,
@@ -1072,7 +1077,12 @@ class Governor:
         options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
         """``ensure()`` then load through the model's provider, remembering its priority
-        (the configured one when none is given)."""
+        (the configured one when none is given).
+
+        ``options`` are estimate_model_size options: admission sizes the load with them, and
+        their runtime options (``runtime``, ``batch_tokens``, ``kv_type``...;
+        :data:`memwarden.core.providers.LOAD_OPTION_KEYS`) go to ``Provider.load`` so that the
+        runtime loads what was budgeted."""
         return self.admit_and_load(
             model,
             priority,
@@ -1103,7 +1113,18 @@ class Governor:
             options=options,
         )
         priority = plan.priority
-        loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+        # The runtime loads with the options admission sized it with.
+        runtime = load_options(options)
+        if runtime and accepts_load_options(provider):
+            loaded = provider.load(
+                ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s, options=runtime
+            )
+        else:
+            if runtime:
+                ignored_options(provider.name, runtime, ())
+            loaded = provider.load(
+                ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s
+            )
         self._priorities[model_key(loaded)] = priority
         self.models_changed(loaded=[loaded])
         evicted = [m.instance_id or m.name for m in plan.evicted]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -124,6 +124,7 @@ class MemoryProvider(Provider):
         self.resident_sizes: dict[str, int] = {}
         self.unloaded: list[str] = []
         self.loads: list[tuple[str, int | None]] = []
+        self.load_options: list[dict[str, Any]] = []  # the runtime options of each load
         self.failing: set[str] = set()
         self.cache_bytes = 0
         self._ids = itertools.count(1)
@@ -152,7 +153,12 @@ class MemoryProvider(Provider):
         return list(self.models.values())
 
     def load(
-        self, model: str, *, context_tokens: int | None = None, keep_alive_s: float | None = None
+        self,
+        model: str,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
         instance = f"{model}#{next(self._ids)}"
         loaded = LoadedModel(
@@ -167,6 +173,7 @@ class MemoryProvider(Provider):
         self.models[instance] = loaded
         self.device.models_bytes += _held(loaded)
         self.loads.append((model, context_tokens))
+        self.load_options.append(dict(options or {}))
         return loaded
 
     def unload(self, model: str) -> None:
