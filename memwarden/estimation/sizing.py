@@ -515,8 +515,13 @@ def memory_estimate(
     when layers are offloaded. Every shape-based estimator answers through this."""
     try:
         runtime = options.get("runtime")
-        profile = profile_options(runtime if isinstance(runtime, str) else None, model.provider)
         given = {key: value for key, value in options.items() if value is not None}
+        profile = profile_options(
+            runtime if isinstance(runtime, str) else None,
+            model.provider,
+            context_tokens=context_tokens,
+            parallel=_positive_or_none(given.get("parallel"), "parallel"),
+        )
         run = RunSettings.from_options(context_tokens, {**profile, **given})
     except ValueError as exc:
         raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
