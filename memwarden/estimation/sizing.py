@@ -495,7 +495,8 @@ def activation_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> i
 
     Measured with RSS on llama.cpp's CPU backend (docs/estimation.md): the feed-forward block
     (gate, up and their product: three ``n_ff`` rows per token) beside four hidden-state rows,
-    or without flash attention the score matrix twice (scores and softmax), whichever is larger;
+    or without flash attention the score matrix and its f16 copy for the product with V,
+    whichever is larger;
     plus the masks, which every layer reads. A global cache's mask covers the cells in use (the
     prompt, padded to 256); a sliding-window cache's covers all its cells.
     """
@@ -510,8 +511,13 @@ def activation_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> i
     feed_forward = max(feed_forward, recurrent_compute_bytes(shape, run, n_tokens))
     attention = 0
     if not run.flash_attention:
+        # The scores (softmax works in place), and the CPU backend's work buffer, where the
+        # softmaxed scores are converted to f16 for their product with the f16 V cache: it is
+        # allocated at the first decode and grows with the cells in use, so it is in no logged
+        # buffer and not in the committed figure.
         n_head = max(shape.head_count, default=0)
-        attention = 2 * max(cells.values(), default=0) * n_tokens * n_head * F32_BYTES
+        scores = max(cells.values(), default=0) * n_tokens * n_head
+        attention = scores * (F32_BYTES + F16_BYTES)
     logits_row = shape.vocab_size * F32_BYTES
     return masks + max(feed_forward, attention) + logits_row
 
