@@ -204,3 +204,10 @@ def test_the_embedded_worker_ignores_gpu_layers_with_a_log_line(caplog) -> None:
         "llamacpp: ignored runtime options gpu_layers=8, kv_offload=False: the runtime has no "
         "per-load setting for them"
     ]
+
+
+def test_the_embedded_worker_takes_ollamas_batch_for_the_context_it_loads(monkeypatch) -> None:
+    for name in ("OLLAMA_NUM_PARALLEL", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_FLASH_ATTENTION"):
+        monkeypatch.delenv(name, raising=False)
+    settings = worker_settings({"runtime": "ollama"}, context_tokens=8192)
+    assert (settings["n_batch"], settings["n_ubatch"]) == (1024, 1024)

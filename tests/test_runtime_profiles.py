@@ -143,8 +143,10 @@ def test_lmstudio_profile_is_its_load_config_defaults() -> None:
 
 
 def test_ollama_profile_sizes_gemma_with_a_1024_token_micro_batch_at_8192_tokens(
-    gemma_path: Path,
+    gemma_path: Path, monkeypatch
 ) -> None:
+    for name in ("OLLAMA_NUM_PARALLEL", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_FLASH_ATTENTION"):
+        monkeypatch.delenv(name, raising=False)
     data = estimate_json(gemma_path, "--ctx", "8192", "--runtime", "ollama")
     # Ollama's num_batch above 4,096 tokens is 1,024, and it is the micro-batch too: the
     # compute buffer holds logits for 1,024 tokens (llama-server's 512 take 514.5 MiB).

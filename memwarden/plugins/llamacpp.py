@@ -196,16 +196,25 @@ _WORKER_SETTINGS = {
 }
 
 
-def worker_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+def worker_settings(
+    options: Mapping[str, Any], context_tokens: int | None = None
+) -> dict[str, Any]:
     """The worker's load settings for runtime ``options``: ``runtime`` is a profile
-    (estimation.profiles) whose values the options given override. The worker runs on the CPU:
-    ``gpu_layers`` (and with it ``kv_offload``) is ignored with a log line."""
+    (estimation.profiles, with its rules for ``context_tokens``) whose values the options given
+    override. The worker runs on the CPU: ``gpu_layers`` (and with it ``kv_offload``) is
+    ignored with a log line."""
     if not options:
         return {}
     from memwarden.estimation.profiles import profile_options
 
     runtime = options.get("runtime")
-    merged = {**profile_options(runtime if isinstance(runtime, str) else None), **options}
+    parallel = options.get("parallel")
+    profile = profile_options(
+        runtime if isinstance(runtime, str) else None,
+        context_tokens=context_tokens,
+        parallel=int(parallel) if parallel else None,
+    )
+    merged = {**profile, **options}
     settings = {key: merged[option] for option, key in _WORKER_SETTINGS.items() if option in merged}
     cache = merged.get("kv_type")
     for option, key in (("kv_type_k", "type_k"), ("kv_type_v", "type_v")):
@@ -349,7 +358,7 @@ class LlamaCppProvider(Provider):
         self._reap()
         name, path = self._find(model)
         n_ctx = context_tokens or self.options.default_context_tokens
-        settings = worker_settings(options or {})
+        settings = worker_settings(options or {}, n_ctx)
         with self._lock:
             current = self._workers.get(name)
         if current is not None:
