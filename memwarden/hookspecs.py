@@ -50,8 +50,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 #: its type: "event" an :class:`~memwarden.core.types.Event` (every event the warden emits),
 #: "reading" a :class:`~memwarden.core.types.PressureReading` (each time the pressure level
 #: changes), "usage" a :class:`~memwarden.core.types.UsageRecord` (each call made through
-#: ``Warden.generate``). ``memwarden.core.serialize.RECORD_TYPES`` maps each kind to its class.
-PERSISTED_KINDS: tuple[str, ...] = ("event", "reading", "usage")
+#: ``Warden.generate``), "action" an :class:`~memwarden.core.types.ActionRecord` (each action the
+#: governor takes or tries, with its measured effect), "sample" a
+#: :class:`~memwarden.core.types.MemorySample` (every reading the governor takes: the memory
+#: history). ``memwarden.core.serialize.RECORD_TYPES`` maps each kind to its class.
+PERSISTED_KINDS: tuple[str, ...] = ("event", "reading", "usage", "action", "sample")
 
 
 @hookspec
@@ -140,12 +143,14 @@ def persist_state(kind: str, record: Any, config: Config) -> None:
     Called by the core, unless ``[state] enabled = false``, for every record of the kinds in
     :data:`PERSISTED_KINDS`: "event" for every event the warden emits (after ``on_event``),
     "reading" each time the governor sees the pressure level change, "usage" after each call made
-    through ``Warden.generate``. Nothing else is persisted today.
+    through ``Warden.generate``, "action" after each action the governor takes or tries, "sample"
+    for every reading the governor takes (up to ten a second: queue it, do not write inline).
 
     :param kind: one of :data:`PERSISTED_KINDS`.
     :param record: the attrs instance of that kind (an ``Event``, a ``PressureReading``, a
-        ``UsageRecord``); ``memwarden.to_data`` turns it into JSON-ready data that
-        ``memwarden.core.serialize.record_from_data(kind, data)`` turns back.
+        ``UsageRecord``, an ``ActionRecord``, a ``MemorySample``); ``memwarden.to_data`` turns it
+        into JSON-ready data that ``memwarden.core.serialize.record_from_data(kind, data)`` turns
+        back.
     :param config: the effective configuration (``config.state`` says where state lives).
     :return: nothing. Every persistence plugin receives every record.
     """

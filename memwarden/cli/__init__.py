@@ -104,6 +104,15 @@ class MemwardenGroup(click.Group):
                 app.output.json_error(exc)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        finally:
+            _commit_history()
+
+
+def _commit_history() -> None:
+    """A command's history is committed before it returns (not only at interpreter exit)."""
+    state = sys.modules.get("memwarden.plugins.sqlite_state")
+    if state is not None:
+        state.close_all()
 
 
 @click.group(cls=MemwardenGroup)
