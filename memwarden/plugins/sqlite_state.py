@@ -196,7 +196,7 @@ def _schema_version(db: Any) -> int | None:
 
 def ensure_schema(db: Any, path: Path) -> int:
     """Create the tables of a new file or migrate an older one, in one transaction; the version
-    the file had (None: new). A file from a newer memwarden is a StateError."""
+    the file had (-1: a new file). A file from a newer memwarden is a StateError."""
     conn: sqlite3.Connection = db.conn
     conn.execute("begin immediate")
     try:
@@ -220,7 +220,9 @@ def ensure_schema(db: Any, path: Path) -> int:
             )
         conn.execute("commit")
     except BaseException:
-        conn.execute("rollback")
+        # SQLite has already rolled back after some errors (a full disk): keep the real one.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("rollback")
         raise
     return -1 if version is None else version
 
@@ -528,6 +530,18 @@ def compact(conn: sqlite3.Connection, state: StateConfig) -> None:
         )
 
 
+def _why_unwritable(folder: Path) -> str:
+    """Why SQLite could not open a file in ``folder``, in words."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    if not os.access(folder, os.W_OK):
+        return f"no permission to write in {folder}"
+    return f"{folder} is writable; the file itself may be damaged or locked"
+
+
 # -- the store ----------------------------------------------------------------------------------
 
 _FLUSH = object()
@@ -575,7 +589,10 @@ class Store:
             self._fail_once(f"the write queue is full ({self.state.queue_size} records)")
         if self.error is not None and not self._error_raised:
             self._error_raised = True
-            raise StateWriteFailed(f"cannot write history to {self.path}: {self.error}")
+            raise StateWriteFailed(
+                f"cannot write history to {self.path}: {self.error}; set [state] path to a "
+                "writable file with free space, or [state] enabled = false"
+            )
 
     def _fail_once(self, error: str) -> None:
         if self.error is None:
@@ -609,9 +626,12 @@ class Store:
         import sqlite_utils
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            conn.execute("pragma journal_mode=wal")
+        except sqlite3.OperationalError as exc:
+            raise sqlite3.OperationalError(f"{exc} ({_why_unwritable(self.path.parent)})") from None
         db = sqlite_utils.Database(conn, execute_plugins=False)
-        conn.execute("pragma journal_mode=wal")
         conn.execute("pragma synchronous=normal")
         ensure_schema(db, self.path)
         return conn
