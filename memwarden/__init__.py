@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     # core/errors.py
     "ConfigError": _ERRORS,
     "EstimateUnavailable": _ERRORS,
+    "HistoryError": _ERRORS,
     "InsufficientMemory": _ERRORS,
     "MemwardenError": _ERRORS,
     "ModelBusy": _ERRORS,
@@ -92,6 +93,7 @@ __all__ = [
     "EstimateUnavailable",
     "Event",
     "GenerateResult",
+    "HistoryError",
     "InsufficientMemory",
     "LoadedModel",
     "MemoryEstimate",
@@ -135,6 +137,7 @@ if TYPE_CHECKING:
     from memwarden.core.errors import (
         ConfigError,
         EstimateUnavailable,
+        HistoryError,
         InsufficientMemory,
         MemwardenError,
         ModelBusy,

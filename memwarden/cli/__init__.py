@@ -37,6 +37,10 @@ COMMANDS = {
     "watch": "memwarden.cli.watch",
     "estimate": "memwarden.cli.estimate",
     "fit": "memwarden.cli.estimate",
+    "history": "memwarden.cli.history",
+    "report": "memwarden.cli.history",
+    "recommend": "memwarden.cli.history",
+    "pick": "memwarden.cli.pick",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 

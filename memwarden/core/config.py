@@ -307,6 +307,21 @@ class StateConfig:
         return platformdirs.user_data_path("memwarden") / "memwarden.db"
 
 
+def _names(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not all(isinstance(name, str) and name for name in value):
+        raise ValueError(f"'{attribute.name}' must be a list of model names, got {list(value)!r}")
+
+
+@attrs.frozen
+class PickConfig:
+    """How `memwarden pick` (and the front door's ``"model": "auto"``) chooses a model."""
+
+    # Models to choose first, in order, when one of them can serve the request and fits now.
+    prefer: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_names)
+    # Names a caller may ask for instead of a model: "fast" = "llama3.2:3b".
+    aliases: Mapping[str, str] = attrs.field(factory=dict)
+
+
 @attrs.frozen
 class NoOptions:
     """The options of a plugin that takes none: any key in its table is an unknown key."""
@@ -329,6 +344,7 @@ class Config:
     budget: BudgetConfig = attrs.field(factory=BudgetConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
     governor: GovernorConfig = attrs.field(factory=GovernorConfig)
+    pick: PickConfig = attrs.field(factory=PickConfig)
     # Per-model policy, keyed by the model's name (or a provider's instance id).
     models: Mapping[str, ModelPolicy] = attrs.field(factory=dict)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
@@ -369,7 +385,7 @@ class Config:
     def sources(self) -> Iterator[tuple[str, Any, str]]:
         """Every effective setting as (key path, value, where it came from)."""
         data = _converter.unstructure(self)
-        for section in ("pressure", "budget", "state", "governor"):
+        for section in ("pressure", "budget", "state", "governor", "pick"):
             for key, value in data[section].items():
                 yield from _sourced(self, (section, key), value)
         for model, policy in data["models"].items():
@@ -448,6 +464,13 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
+def _strict_names(value: Any, _: type) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(n, str) for n in value):
+        raise ValueError(f"expected a list of names, got {value!r}")
+    return tuple(value)
+
+
+_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_names)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(str, _strict_str)
