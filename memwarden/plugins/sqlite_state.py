@@ -64,6 +64,8 @@ HOUR_S = 3600.0
 RAW, PER_MINUTE, PER_HOUR = 0, 1, 2
 # The most records one transaction holds.
 MAX_BATCH = 5000
+# How long a batch waits for another process that holds the file locked before it is lost.
+LOCKED_WAIT_S = 10.0
 
 
 class StateWriteFailed(OSError):
@@ -631,9 +633,13 @@ class Store:
             conn.execute("pragma journal_mode=wal")
         except sqlite3.OperationalError as exc:
             raise sqlite3.OperationalError(f"{exc} ({_why_unwritable(self.path.parent)})") from None
-        db = sqlite_utils.Database(conn, execute_plugins=False)
-        conn.execute("pragma synchronous=normal")
-        ensure_schema(db, self.path)
+        try:
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            conn.execute("pragma synchronous=normal")
+            ensure_schema(db, self.path)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run(self) -> None:
@@ -658,9 +664,7 @@ class Store:
                 except queue.Empty:
                     break
             try:
-                if conn is None:
-                    conn = self._connect()
-                self._write(conn, batch, ending=stopping)
+                conn = self._write_retrying(conn, batch, ending=stopping)
             except Exception as exc:  # a read-only or full disk, a locked file, a bug
                 self._lost(batch, exc)
                 if conn is not None:
@@ -677,6 +681,27 @@ class Store:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def _write_retrying(
+        self, conn: sqlite3.Connection | None, batch: list[tuple[str, Any]], ending: bool
+    ) -> sqlite3.Connection:
+        """Write a batch, opening the file first if needed. Another process holding the file
+        (SQLite's busy timeout does not cover every lock, switching to WAL among them) is waited
+        for, up to ``LOCKED_WAIT_S``; any other error is raised at once."""
+        deadline = time.monotonic() + LOCKED_WAIT_S
+        while True:
+            try:
+                if conn is None:
+                    conn = self._connect()
+                self._write(conn, batch, ending=ending)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                    raise
+                time.sleep(0.02)
 
     def _lost(self, batch: list[tuple[str, Any]], exc: Exception) -> None:
         error = str(exc.message) if isinstance(exc, StateError) else f"{exc}"
@@ -706,15 +731,18 @@ class Store:
         if by_kind.keys() - {"sample"} or minute != self._compacted_minute or ending:
             # Compaction is its own transaction: the batch is acknowledged whether or not it
             # succeeds, and it does real work only once a minute of samples has passed.
+            # A compaction that fails (the file locked by another process, a full disk) is
+            # rolled back and tried again with a later batch; the batch stays acknowledged.
             self._compacted_minute = minute
-            conn.execute("begin immediate")
             try:
+                conn.execute("begin immediate")
                 compact(conn, self.state)
                 conn.execute("commit")
-            except BaseException:
+            except sqlite3.Error as exc:
+                log.debug("history: compaction deferred: %s", exc)
+                self._compacted_minute = None
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("rollback")
-                raise
 
     def _note_session(self, conn: sqlite3.Connection, now: float, ending: bool) -> None:
         if self._session_id is None:
