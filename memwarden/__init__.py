@@ -73,6 +73,7 @@ _LAZY: dict[str, str] = {
     "Config": "memwarden.core.config",
     "ModelPolicy": "memwarden.core.config",
     "StrategyContext": "memwarden.core.strategy",
+    "PickContext": "memwarden.core.picking",
     "Provider": "memwarden.core.providers",
     "from_data": "memwarden.core.serialize",
     "to_data": "memwarden.core.serialize",
@@ -108,6 +109,7 @@ __all__ = [
     "ModelPolicy",
     "ModelRef",
     "ModelRequest",
+    "PickContext",
     "PluginError",
     "PluginFailure",
     "PoolKind",
@@ -149,6 +151,7 @@ if TYPE_CHECKING:
         StateError,
         UnknownPluginError,
     )
+    from memwarden.core.picking import PickContext
     from memwarden.core.providers import Provider
     from memwarden.core.serialize import from_data, to_data
     from memwarden.core.strategy import StrategyContext

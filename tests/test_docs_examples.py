@@ -181,6 +181,7 @@ CONFIG_DOCS = [
     "docs/governor.md",
     "docs/devices.md",
     "docs/estimation.md",
+    "docs/history.md",
 ]
 
 

@@ -241,7 +241,8 @@ def test_a_full_queue_drops_records_counts_them_and_raises_once(tmp_path):
             raised.append(str(exc))
     assert store.dropped == 3
     assert raised == [
-        f"cannot write history to {store.path}: the write queue is full (100 records)"
+        f"cannot write history to {store.path}: the write queue is full (100 records); raise "
+        "[state] queue_size, or find what makes writing slow"
     ]
 
 

@@ -157,5 +157,7 @@ def test_pick_with_no_capable_model_names_each_candidate_and_why(tmp_path):
     rig = make_rig(Config(state=StateConfig(path=str(tmp_path / "state.db"))), total_bytes=64 * GIB)
     rig.warden.plugins.register(smallest)
     rig.provider.add_model("small", 2 * GIB)
-    with pytest.raises(ModelNotFound, match="no model can serve a embed request: memory/small: "):
+    with pytest.raises(
+        ModelNotFound, match="no model can serve this embed request: memory/small: "
+    ):
         pick(rig.warden, ModelRequest(task="embed"))

@@ -173,7 +173,7 @@ def pick(
         why = [f"{c.provider}/{c.name}: {capability_problem(request, c)}" for c in found]
         why += [f"{name}: {reason}" for name, reason in left_out.items()]
         raise ModelNotFound(
-            f"no model can serve a {request.task or 'chat'} request"
+            f"no model can serve this {request.task or 'chat'} request"
             + (f" of {request.min_context_tokens} tokens" if request.min_context_tokens else "")
             + (": " + "; ".join(why) if why else ": no provider offers any model"),
             hint="pull or load a capable model, or ask for a shorter context (--min-ctx)",

@@ -546,6 +546,7 @@ def _why_unwritable(folder: Path) -> str:
 
 # -- the store ----------------------------------------------------------------------------------
 
+_WRITE_HINT = "set [state] path to a writable file with free space, or [state] enabled = false"
 _FLUSH = object()
 _STOP = object()
 
@@ -588,15 +589,16 @@ class Store:
                 self.dropped += 1
                 self._finished += 1
                 self._done.notify_all()
-            self._fail_once(f"the write queue is full ({self.state.queue_size} records)")
+            self._fail_once(
+                f"the write queue is full ({self.state.queue_size} records)",
+                "raise [state] queue_size, or find what makes writing slow",
+            )
         if self.error is not None and not self._error_raised:
             self._error_raised = True
-            raise StateWriteFailed(
-                f"cannot write history to {self.path}: {self.error}; set [state] path to a "
-                "writable file with free space, or [state] enabled = false"
-            )
+            raise StateWriteFailed(f"cannot write history to {self.path}: {self.error}")
 
-    def _fail_once(self, error: str) -> None:
+    def _fail_once(self, error: str, hint: str = _WRITE_HINT) -> None:
+        error = f"{error}; {hint}"
         if self.error is None:
             # Reported to the user once, as plugin-failed, by the next put(); logged for debugging.
             log.debug("history: %s; records are dropped until writing works again", error)
