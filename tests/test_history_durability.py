@@ -154,3 +154,40 @@ def test_a_full_disk_is_reported_once_and_the_governor_goes_on(tmp_path):
     ]
     assert "database or disk is full" in str(failures[0].data["error"])
     assert levels == [PressureLevel.CRITICAL, PressureLevel.NORMAL] * 20
+
+
+FSIZE_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+from memwarden.core.config import StateConfig
+from memwarden.core.types import Event
+from memwarden.plugins.sqlite_state import Store, StateWriteFailed
+path = sys.argv[1]
+store = Store(Path(path), StateConfig(path=path, flush_interval_s=0.01))
+reports = []
+for n in range(3000):
+    try:
+        store.put("event", Event(kind="fill", message="x" * 200, at=float(n)))
+    except StateWriteFailed as exc:
+        reports.append(str(exc))
+    if n % 50 == 49:
+        store.flush()
+print(len(reports), store.committed > 0, store.dropped > 0)
+print(reports[0] if reports else "")
+"""
+
+
+def test_a_file_size_limit_is_reported_once_and_writing_goes_on_failing_quietly(tmp_path):
+    """The full disk without root: RLIMIT_FSIZE makes every write past 256 KiB fail."""
+    done = subprocess.run(
+        [sys.executable, "-c", FSIZE_CHILD, str(tmp_path / "limited.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    counts, report = done.stdout.splitlines()
+    assert counts == "1 True True"
+    assert report.startswith(f"cannot write history to {tmp_path / 'limited.db'}: ")

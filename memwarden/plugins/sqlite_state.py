@@ -17,9 +17,9 @@ a writer thread commits what is queued in one transaction at most ``flush_interv
 at once when :meth:`Store.flush` is called, and at exit). A record is *acknowledged* once the
 transaction holding it is committed: from then on it survives the process being killed (WAL mode
 with ``synchronous=NORMAL``; a power cut may lose the last commits). A failed write (a read-only
-or full disk) loses that batch, is logged once, and makes the next ``persist_state`` raise once so
-the plugin manager reports it as one ``plugin-failed`` event; the governor is never stopped, and
-the writer tries again with the next batch.
+or full disk) loses that batch, and the first such failure makes the next ``persist_state`` raise
+once, so the plugin manager reports it as one ``plugin-failed`` event; the governor is never
+stopped, and the writer tries again with the next batch (``dropped`` counts what was lost).
 """
 
 from __future__ import annotations
@@ -579,7 +579,9 @@ class Store:
 
     def put(self, kind: str, record: Any) -> None:
         """Queue a record; a full queue drops it (counted in ``dropped``). Raises
-        :class:`StateWriteFailed` once per write failure, so that it is reported once."""
+        :class:`StateWriteFailed` once in the store's life, at the first failure, so that it is
+        reported once; later failures are only counted (a disk that fills up flips between
+        failing and working as SQLite frees pages)."""
         with self._done:
             self._queued += 1
         try:
@@ -678,7 +680,6 @@ class Store:
                     self.committed += len(batch)
                     self._finished += len(batch)
                     self.error = None
-                    self._error_raised = False
                     self._done.notify_all()
         if conn is not None:
             with contextlib.suppress(Exception):
