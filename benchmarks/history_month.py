@@ -1,7 +1,8 @@
 """A simulated month of history through the sqlite-state store: how large the file grows.
 
-One memory sample a second and 10,000 requests a day across four models, with a busy afternoon
-that reaches WARNING and CRITICAL and an action that frees memory each time. Everything goes
+One memory sample a second and 10,000 requests a day across four models (and, on weekdays, a
+batch of 20 requests to a fifth at 09:00), with a busy afternoon that reaches WARNING and
+CRITICAL and an action that frees memory each time. Everything goes
 through :class:`memwarden.plugins.sqlite_state.Store` as the governor's records would, with the
 default ``[state]`` retention: full rate for an hour, one sample a minute for a week, one an hour
 beyond; one row per request for a week, hourly totals beyond.
@@ -100,6 +101,29 @@ def _requests(rng: random.Random, day_start: float, per_day: int) -> list[UsageR
     return sorted(records, key=lambda r: r.started_at)
 
 
+def _morning_batch(seed: int, day: int) -> list[UsageRecord]:
+    """A weekday job: 20 requests to llava:7b from 09:00 (the night's photos described), the only
+    use of that model. Its own random stream, so that the rest of the simulation does not depend
+    on it."""
+    if day % 7 >= 5:
+        return []
+    rng = random.Random(seed * 1000 + day)
+    start = START + day * DAY_S + 9 * 3600 + rng.uniform(0, 300)
+    return [
+        UsageRecord(
+            model="llava:7b",
+            provider="ollama",
+            started_at=start + n * 15.0,
+            latency_s=round(rng.expovariate(1 / 2.9), 3),
+            success=True,
+            prompt_tokens=int(rng.expovariate(1 / 700)) + 1,
+            completion_tokens=300,
+            ttft_s=round(rng.uniform(0.15, 0.6), 3),
+        )
+        for n in range(20)
+    ]
+
+
 def simulate(
     path: Path,
     *,
@@ -122,6 +146,7 @@ def simulate(
     while t < end:
         if t >= START + day * DAY_S:
             requests = _requests(rng, START + day * DAY_S, requests_per_day)
+            requests = sorted(requests + _morning_batch(seed, day), key=lambda r: r.started_at)
             day += 1
         while requests and requests[0].started_at <= t:
             store.put("usage", requests.pop(0))

@@ -53,7 +53,9 @@ def test_report_counts_time_at_each_level_and_what_the_actions_freed(run_cli, co
             "models": ["mistral:7b"],
         }
     ]
-    assert sum(u["requests"] for u in data["usage"]) == 1000
+    # 500 requests a day, and the weekday batch of 20 to llava:7b on both days (a Monday and a
+    # Tuesday).
+    assert sum(u["requests"] for u in data["usage"]) == 1040
 
 
 def test_report_for_people_says_what_was_done_and_freed(run_cli, config):
@@ -97,6 +99,7 @@ def test_recommend_states_evidence_for_each_piece_of_advice(run_cli, config):
         ("keep", "qwen2.5-coder:7b"),
         ("unload", "mistral:7b"),
         ("context", "llama3.1:8b"),
+        ("context", "llava:7b"),
         ("context", "nomic-embed-text"),
         ("context", "qwen2.5-coder:7b"),
         ("max_loaded_models", "[governor] max_loaded_models"),

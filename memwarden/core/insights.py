@@ -368,6 +368,8 @@ def recommend(history: History, loaded: Sequence[LoadedModel] = ()) -> list[Reco
                     ),
                 )
             )
+    kept = {r.subject for r in advice if r.kind == "keep"}
+    advice += preloads(history, kept)
     advice += _contexts(history, loaded)
     slots = _max_loaded(history)
     if slots is not None:
@@ -422,3 +424,69 @@ def _max_loaded(history: History) -> Recommendation | None:
             f"were used; at most {max(together)} in any",
         ),
     )
+
+
+# A model's first request after this long without one starts a new spell of use.
+IDLE_GAP_S = 3600.0
+SLOT_S = 900.0  # usual times of use are found to the quarter hour
+# Start the preload this long before the usual time of use.
+PRELOAD_LEAD_S = 300.0
+
+
+@attrs.frozen
+class UsualStart:
+    """When a model usually starts being used: the quarter hour (seconds into the UTC day) in
+    which its first request after an idle hour fell, on ``days`` of ``of_days`` days."""
+
+    model: str
+    slot_s: float
+    days: int
+    of_days: int
+
+
+def usual_starts(history: History, *, min_share: float = 0.5) -> list[UsualStart]:
+    """The quarter hours in which each model's spells of use usually begin: on at least
+    ``min_share`` of the window's days, and at least 3 of them. The prediction behind the
+    predictive preload (docs/history.md)."""
+    of_days = max(1, round((history.end - history.start) / 86_400))
+    times: dict[str, list[float]] = defaultdict(list)
+    for record in history.usage:
+        times[record.model].append(record.started_at)
+    starts: dict[tuple[str, float], set[int]] = defaultdict(set)
+    for model, moments in times.items():
+        previous: float | None = None
+        for moment in sorted(moments):
+            if previous is None or moment - previous >= IDLE_GAP_S:
+                slot = (moment % 86_400) // SLOT_S * SLOT_S
+                starts[(model, slot)].add(int(moment // 86_400))
+            previous = moment
+    found = [
+        UsualStart(model, slot, len(days), of_days)
+        for (model, slot), days in starts.items()
+        if len(days) >= max(3, min_share * of_days)
+    ]
+    return sorted(found, key=lambda u: (u.slot_s, u.model))
+
+
+def _clock(seconds: float) -> str:
+    seconds = seconds % 86_400
+    return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}"
+
+
+def preloads(history: History, kept: set[str] = frozenset()) -> list[Recommendation]:
+    """A preload shortly before each usual start of a model that is not kept loaded anyway."""
+    return [
+        Recommendation(
+            kind="preload",
+            subject=usual.model,
+            advice=f"preload {usual.model} at {_clock(usual.slot_s - PRELOAD_LEAD_S)} UTC when "
+            "memory allows (memwarden does not preload by itself yet: `memwarden load` from a "
+            "timer)",
+            evidence=(
+                f"its first request after an idle hour came between {_clock(usual.slot_s)} and "
+                f"{_clock(usual.slot_s + SLOT_S)} UTC on {usual.days} of {usual.of_days} days",
+            ),
+        )
+        for usual in usual_starts(history)
+        if usual.model not in kept
+    ]
