@@ -145,3 +145,8 @@ def test_pick_for_embeddings_with_no_embedding_model_exits_1_naming_each_model(
     result = run_cli("pick", "--task", "embed")
     assert result.exit_code == 1
     assert "ollama/llama3.2:latest: not an embedding model" in result.stderr
+
+
+def test_report_lists_the_processes_that_wrote_the_history(run_cli, config):
+    data = run_cli("report", "--since", "2d", "--json").json()
+    assert [(s["pid"] > 0, s["ended_at"] is not None) for s in data["sessions"]] == [(True, True)]

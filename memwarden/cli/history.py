@@ -8,6 +8,7 @@ from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
 from memwarden.core import insights
 from memwarden.core.errors import MemwardenError
+from memwarden.core.serialize import to_data
 
 SINCE_HELP = (
     "How far back: a duration before the newest sample (90m, 24h, 7d, 2w) or a UTC date "
@@ -109,8 +110,9 @@ def _usage_table(app: AppContext, usage: list[insights.ModelUsage]) -> None:
 def report(app: AppContext, since: str | None, as_json: bool) -> None:
     """What happened (time at each level, peaks), what was done, and what it freed."""
     summary = insights.report(insights.load(app.warden, since, default="7d"))
+    writers = _sessions(app, summary.start)
     if as_json:
-        app.output.emit_json(summary)
+        app.output.emit_json({**to_data(summary), "sessions": writers})
         return
     out = app.output
     out.line(
@@ -140,6 +142,33 @@ def report(app: AppContext, since: str | None, as_json: bool) -> None:
         )
     out.line(f"  freed in all: {format_bytes(summary.freed_bytes)}")
     _usage_table(app, list(summary.usage))
+    if writers:
+        out.line()
+        out.table(
+            "Processes that wrote this history",
+            ["PID", "HOST", "VERSION", "STARTED (UTC)", "LAST SEEN", "ENDED"],
+            [
+                (
+                    w["pid"],
+                    w["host"],
+                    w["version"],
+                    insights.when(w["started_at"]),
+                    insights.when(w["last_seen_at"]),
+                    insights.when(w["ended_at"]) if w["ended_at"] else "no (running or killed)",
+                )
+                for w in writers
+            ],
+        )
+
+
+def _sessions(app: AppContext, since: float) -> list[dict[str, object]]:
+    """The writer processes, where the history is the built-in sqlite-state store."""
+    enabled = {i.name for i in app.warden.plugins.plugin_list() if i.state == "enabled"}
+    if "sqlite-state" not in enabled:
+        return []
+    from memwarden.plugins import sqlite_state
+
+    return sqlite_state.sessions(app.warden.config, since)
 
 
 @click.command()

@@ -881,3 +881,24 @@ def connect_readonly(config: Config) -> sqlite3.Connection | None:
     if not path.exists():
         return None
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+
+
+def sessions(config: Config, since: float | None = None) -> list[dict[str, Any]]:
+    """The processes that wrote to the history file (last seen at or after ``since``), oldest
+    first: pid, host, version, started_at, last_seen_at, ended_at (None: still running, or
+    killed). Empty when there is no file yet."""
+    conn = connect_readonly(config)
+    if conn is None:
+        return []
+    try:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "select pid, host, version, started_at, last_seen_at, ended_at from session "
+            "where last_seen_at >= ? order by started_at",
+            (since if since is not None else float("-inf"),),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []  # a file from before schema versions has no session table
+    finally:
+        conn.close()
+    return [dict(row) for row in rows]
