@@ -48,10 +48,12 @@ from memwarden.core.strategy import (
 from memwarden.core.types import (
     Action,
     ActionKind,
+    ActionRecord,
     DeviceSnapshot,
     Event,
     LoadedModel,
     MemoryEstimate,
+    MemorySample,
     ModelRef,
     PoolKind,
     PressureLevel,
@@ -443,7 +445,9 @@ class Governor:
                 self._restored_at.pop(key, None)
 
     def observe(self, reading: PressureReading) -> bool:
-        """Take a reading as the current state; emit an event when the level changed."""
+        """Take a reading as the current state; emit an event when the level changed. Every
+        reading is persisted as a "sample" (the memory history)."""
+        self.warden.persist("sample", MemorySample.of(reading))
         with self._lock:
             before = self.level
             self._previous = pressure.previous_levels(reading)
@@ -706,6 +710,24 @@ class Governor:
             "measured_freed_bytes": freed,
             "level_after": after.level.name,
         }
+        self.warden.persist(
+            "action",
+            ActionRecord(
+                at=self.clock(),
+                kind=action.kind,
+                strategy=action.strategy,
+                description=action.description,
+                ok=error is None,
+                expected_freed_bytes=action.expected_freed_bytes,
+                measured_freed_bytes=freed,
+                level_before=before.level,
+                level_after=after.level,
+                model=action.model,
+                provider=action.provider,
+                pool_id=action.pool_id,
+                error=error,
+            ),
+        )
         if error is None:
             self.warden.emit(
                 Event(
