@@ -23,6 +23,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from memwarden.context.window import CompressionContext
     from memwarden.core.config import Config
     from memwarden.core.picking import PickContext
     from memwarden.core.providers import Provider
@@ -123,17 +124,25 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> Sequence[
 
 
 @hookspec(firstresult=True)
-def compress_context(window: ContextWindow, budget_tokens: int) -> ContextWindow | None:
+def compress_context(
+    window: ContextWindow, budget_tokens: int, context: CompressionContext
+) -> ContextWindow | None:
     """Make a conversation fit in fewer tokens.
 
-    Called when the governor takes a ``compress-context`` action under pressure: the action names
-    a session registered with the governor (``governor.sessions``), and its window is replaced by
-    your result. A ``shrink-context`` reload does not call it.
+    Called through ``memwarden.context.compress`` by ``memwarden context compress``, and when
+    the governor takes a ``compress-context`` action under pressure (the action names a session
+    registered with the governor, ``governor.sessions``, and its window is replaced by your
+    result). A ``shrink-context`` reload does not call it.
 
-    :param window: the messages as they are; ``pinned`` messages must be kept.
-    :param budget_tokens: the most tokens the result may hold.
-    :return: a ``ContextWindow`` of at most ``budget_tokens`` tokens, or None if you cannot.
-        **First result wins.**
+    :param window: the messages as they are, each with ``tokens`` counted; ``pinned`` messages
+        and the latest user message must be kept verbatim.
+    :param budget_tokens: the most tokens the result may hold, as ``context.tokenizer`` counts.
+    :param context: a :class:`~memwarden.context.CompressionContext`: the model's tokenizer (count
+        every text you write with it), ``strategy`` (answer only when it is None or your plugin's
+        name: that is how a user picks one), ``generate`` for a local model, ``session_id``.
+    :return: a ``ContextWindow`` of at most ``budget_tokens`` tokens, or None if you cannot or
+        were not asked. **First result wins**; with no strategy named the built-ins answer in
+        the order context-summary, context-semantic, context-importance, context-recent.
     """
 
 

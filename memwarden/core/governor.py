@@ -831,13 +831,20 @@ class Governor:
         session = self.sessions.get(session_id)
         if session is None:
             raise ProviderError(f"session {session_id!r} is no longer registered")
-        window = self.warden.hook.compress_context(window=session.window, budget_tokens=budget)
-        if window is None:
-            raise ProviderError(
-                f"no compress_context plugin could fit session {session_id!r} in {budget} tokens",
-                hint="enable a context-compression plugin, or disable compress-context",
+        from memwarden.context import ContextTooLarge, compress, tokenizer_for
+
+        tokenizer = tokenizer_for(session.model, self.warden.config)
+        try:
+            done = compress(
+                self.warden, session.window, budget, tokenizer=tokenizer, session_id=session_id
             )
-        self.sessions.replace_window(session_id, window)
+        except ContextTooLarge as exc:
+            raise ProviderError(
+                f"no compress_context plugin could fit session {session_id!r} in {budget} "
+                f"tokens: {exc}",
+                hint="enable a context-compression plugin, or disable compress-context",
+            ) from None
+        self.sessions.replace_window(session_id, done.window)
 
     # -- restoring shrunk contexts -------------------------------------------------------
 

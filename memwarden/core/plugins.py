@@ -50,6 +50,11 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("llamacpp", "memwarden.plugins.llamacpp"),
     ("release-caches", "memwarden.plugins.strategies.release_caches"),
     ("compress-context", "memwarden.plugins.strategies.compress_context"),
+    # compress_context is first-result and later registrations answer first: summary first.
+    ("context-recent", "memwarden.plugins.context.recent"),
+    ("context-importance", "memwarden.plugins.context.importance"),
+    ("context-semantic", "memwarden.plugins.context.semantic"),
+    ("context-summary", "memwarden.plugins.context.summary"),
     ("shrink-context", "memwarden.plugins.strategies.shrink_context"),
     ("idle-unload", "memwarden.plugins.strategies.idle_unload"),
     ("priority-eviction", "memwarden.plugins.strategies.priority_eviction"),

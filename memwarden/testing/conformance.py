@@ -632,7 +632,10 @@ class CompressorPluginContract(_PluginContract):
         self, warden: Warden, window: ContextWindow
     ) -> None:
         budget = window.tokens // 3
-        result = warden.hook.compress_context(window=window, budget_tokens=budget)
+        from memwarden.context import CompressionContext, EstimateTokenizer
+
+        context = CompressionContext(tokenizer=EstimateTokenizer(), config=warden.config)
+        result = warden.hook.compress_context(window=window, budget_tokens=budget, context=context)
         assert_no_plugin_failures(warden)
         if result is None and self.may_decline:
             pytest.skip("the plugin declined this window (may_decline = True)")
