@@ -260,3 +260,50 @@ def test_cli_show_prints_a_sessions_window_and_facts(tmp_path: Path, run_cli, wr
     db.close()
     data = run_cli("--config", str(config), "context", "show", "s1", "--json").json()
     assert (len(data["messages"]), data["facts"]) == (10, ["the launch code is 4417."])
+
+
+# -- managed sessions and the governor's compress action ------------------------------------------
+
+
+def long_session_window() -> ContextWindow:
+    window = conversation(60)
+    return window
+
+
+def test_governor_compress_action_frees_at_least_the_tokens_it_claimed() -> None:
+    from memwarden.core.governor import Governor
+    from memwarden.core.sessions import ManagedSession
+    from memwarden.core.types import PressureLevel
+    from memwarden.plugins.strategies import compress_context as strategy
+
+    warden = builtin_warden(parse_config_data({"state": {"enabled": False}}, None))
+    governor = Governor(warden)
+    window = long_session_window()
+    governor.sessions.register(
+        ManagedSession(session_id="s1", model="m", window=window, kv_bytes_per_token=1024)
+    )
+    reading = governor.sample()
+    import attrs
+
+    reading = attrs.evolve(reading, level=PressureLevel.WARNING)
+    [action] = strategy.on_pressure(reading=reading, context=governor.context(reading))
+    governor.execute(action)
+    after = governor.sessions.get("s1").window.tokens
+    assert (window.tokens - after) * 1024 >= action.expected_freed_bytes
+
+
+def test_session_registry_writes_windows_to_the_memory_file(tmp_path: Path) -> None:
+    from memwarden.context.memory import load_window, open_memory
+    from memwarden.core.sessions import ManagedSession, SessionRegistry
+
+    registry = SessionRegistry(tmp_path / "context-memory.db")
+    window = conversation(3)
+    registry.register(ManagedSession(session_id="s1", model="m", window=window))
+    db = open_memory(tmp_path / "context-memory.db")
+    assert load_window(db, "s1") == attrs_evolve(window, model="m")
+
+
+def attrs_evolve(window: ContextWindow, **changes: object) -> ContextWindow:
+    import attrs
+
+    return attrs.evolve(window, **changes)

@@ -20,9 +20,11 @@ MEMORY_FILE = "context-memory.db"
 
 
 def memory_path(config: Config | None) -> Path | None:
-    """The memory file of this configuration: beside ``[state] path``; None without one."""
-    path = getattr(getattr(config, "state", None), "path", None) if config else None
-    return Path(path).expanduser().parent / MEMORY_FILE if path else None
+    """The memory file of this configuration, beside the state file; None when ``[state]
+    enabled = false`` (sessions then live in memory only)."""
+    if config is None or not config.state.enabled:
+        return None
+    return config.state.resolved_path().parent / MEMORY_FILE
 
 
 def open_memory(path: Path | None) -> sqlite_utils.Database:

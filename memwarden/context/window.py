@@ -258,7 +258,7 @@ def _generator(warden: Warden) -> Callable[[str, str], str] | None:
 
 
 def _state_dir(warden: Warden) -> str | None:
-    from pathlib import Path
+    from memwarden.context.memory import memory_path
 
-    path = getattr(warden.config.state, "path", None)
-    return str(Path(path).expanduser().parent) if path else None
+    path = memory_path(warden.config)
+    return str(path.parent) if path is not None else None

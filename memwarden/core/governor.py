@@ -221,7 +221,10 @@ class Governor:
         # program that builds its own (with its own clock, say) and the CLI share its state.
         if getattr(warden, "_governor", None) is None:
             warden._governor = self
-        self.sessions = SessionRegistry()
+        from memwarden.context.memory import memory_path
+
+        # Managed sessions' windows are kept beside the state file (`memwarden context show`).
+        self.sessions = SessionRegistry(memory_path(warden.config))
         self.refusing_reason: str | None = None
         # False: observe and report levels, but take no action (`memwarden watch --dry-run`).
         self.acting = True

@@ -1,13 +1,16 @@
 """Managed sessions: conversations whose context memwarden may compress under pressure.
 
-Small on purpose: the context tiers of a later issue fill it. A session is registered by whoever
-drives the conversation, with what one token of context costs in its runtime, so that the
-compress-context strategy can say honestly how many bytes compressing would free.
+A session is registered by whoever drives the conversation (the front door, for a client that
+sends ``X-Memwarden-Session``), with what one token of context costs in its runtime, so that the
+compress-context strategy can say honestly how many bytes compressing would free. Given a memory
+file (``memwarden.context.memory``), every window registered or replaced is also written there,
+so the summary chain outlives the process and `memwarden context show` can read it.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import attrs
 
@@ -30,19 +33,35 @@ class ManagedSession:
 class SessionRegistry:
     """The sessions a governor may compress; safe to use from the governor's thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_file: Path | None = None) -> None:
         self._sessions: dict[str, ManagedSession] = {}
         self._lock = threading.Lock()
+        self.memory_file = memory_file
 
     def register(self, session: ManagedSession) -> None:
+        """Add (or replace) a session the governor may compress."""
         with self._lock:
             self._sessions[session.session_id] = session
+            self._save(session)
 
     def replace_window(self, session_id: str, window: ContextWindow) -> ManagedSession:
+        """Give a session its new window (compressed, or grown by a request)."""
         with self._lock:
             session = attrs.evolve(self._sessions[session_id], window=window)
             self._sessions[session_id] = session
+            self._save(session)
             return session
+
+    def _save(self, session: ManagedSession) -> None:
+        if self.memory_file is None:
+            return
+        from memwarden.context.memory import open_memory, save_window
+
+        db = open_memory(self.memory_file)
+        try:
+            save_window(db, session.session_id, attrs.evolve(session.window, model=session.model))
+        finally:
+            db.close()
 
     def remove(self, session_id: str) -> None:
         with self._lock:
