@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "memwarden.cli.plan",
     "memwarden.cli.watch",
     "memwarden.cli.estimate",
+    "memwarden.cli.serve",
 )
 
 

@@ -196,6 +196,8 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    # Streams served through `memwarden serve`: seconds from the request to its first chunk.
+    time_to_first_token_s: float | None = None
 
 
 @attrs.frozen
