@@ -142,6 +142,8 @@ class Services:
 def create_app(warden: Warden, *, token: str | None = None) -> Starlette:
     """The front door's ASGI application over ``warden``. ``app.state.services`` holds the
     gate, proxy, control API and metrics (tests and :class:`FrontDoor` read them)."""
+    # Registered once, before any request: concurrent first calls would race to register.
+    warden.providers()
     services = Services(warden)
 
     @contextlib.asynccontextmanager
