@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -106,7 +107,9 @@ class Proxy:
             return self._done(path, error(502, exc.message))
         provider = self.warden.provider(ref.provider or "")
         base = upstream_base(provider)
-        if base is None or (native and provider.name != "ollama"):
+        embedded = base is None and not native and path in EMBEDDED_ROUTES
+        embedded = embedded and callable(getattr(provider, "stream", None))
+        if not embedded and (base is None or (native and provider.name != "ollama")):
             return self._done(
                 path,
                 error(
@@ -137,6 +140,10 @@ class Proxy:
         except BaseException as exc:
             _leave(tracked, exc)
             raise
+        if embedded:
+            return self._done(
+                path, await _embedded(provider, ref.name, model, path, body, tracked, call, started)
+            )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_HEADERS}
         upstream = self.client.build_request(
             "POST", base + path, content=await request.body(), headers=headers
@@ -173,6 +180,78 @@ class Proxy:
         if self.on_request is not None:
             self.on_request(path, response.status_code)
         return response
+
+
+# The OpenAI routes an embedded runtime (a provider with a ``stream`` method) serves itself.
+EMBEDDED_ROUTES = ("/v1/chat/completions", "/v1/completions")
+_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "seed")
+
+
+async def _embedded(
+    provider: Provider,
+    name: str,
+    model: str,
+    path: str,
+    body: dict[str, Any],
+    tracked: AbstractContextManager[_Call],
+    call: _Call,
+    started: float,
+) -> Response:
+    """Serve an OpenAI request from an embedded runtime's token stream, streamed (SSE) or
+    whole, in the shapes OpenAI's API uses."""
+    chat = path == "/v1/chat/completions"
+    payload: dict[str, Any] = {k: body[k] for k in _SAMPLING if body.get(k) is not None}
+    if body.get("max_completion_tokens") is not None and "max_tokens" not in payload:
+        payload["max_tokens"] = body["max_completion_tokens"]
+    stop = body.get("stop")
+    if stop:
+        payload["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    if chat:
+        payload["messages"] = body.get("messages") or []
+    else:
+        payload["prompt"] = body.get("prompt") or ""
+    answers = provider.stream(name, payload)  # type: ignore[attr-defined]
+    stream = _EmbeddedStream(answers, tracked, call, started, model, provider.name, chat)
+    if body.get("stream"):
+        return _StreamResponse(
+            stream, status_code=200, headers={"content-type": "text/event-stream"}
+        )
+    try:
+        text = "".join([piece async for piece in stream.pieces()])
+    except MemwardenError as exc:
+        stream.error = exc
+        return _openai_error_for(502, exc.message)
+    finally:
+        await stream.close()
+    done = stream.final
+    usage = {
+        "prompt_tokens": done.get("prompt_tokens"),
+        "completion_tokens": done.get("completion_tokens"),
+        "total_tokens": (done.get("prompt_tokens") or 0) + (done.get("completion_tokens") or 0),
+    }
+    finish = _finish(done)
+    if chat:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish,
+        }
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish}
+    return JSONResponse(
+        {
+            "id": stream.ident,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": stream.created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    )
+
+
+def _finish(done: dict[str, Any]) -> str:
+    return "length" if done.get("finish_reason") == "length" else "stop"
 
 
 def _openai_error_for(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -294,11 +373,106 @@ class _Stream:
             _leave(self.tracked, self.error)
 
 
+class _EmbeddedStream:
+    """An embedded runtime's answers (``provider.stream``) as OpenAI SSE events; the runtime's
+    iterator is advanced on worker threads and closed (which cancels the generation) whatever
+    ends the stream."""
+
+    def __init__(
+        self,
+        answers: Iterator[dict[str, Any]],
+        tracked: AbstractContextManager[_Call],
+        call: _Call,
+        started: float,
+        model: str,
+        provider: str,
+        chat: bool,
+    ) -> None:
+        self.answers = answers
+        self.tracked = tracked
+        self.call = call
+        self.started = started
+        self.model = model
+        self.provider = provider
+        self.chat = chat
+        self.ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.final: dict[str, Any] = {}
+        self.closed = False
+        self.error: BaseException | None = None
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The text, piece by piece; ``final`` holds the closing answer once they are done."""
+        while True:
+            answer = await anyio.to_thread.run_sync(next, self.answers, None)
+            if answer is None:
+                return
+            if answer.get("done"):
+                self.final = answer
+                self.call.result = GenerateResult(
+                    model=self.model,
+                    provider=self.provider,
+                    text="",
+                    prompt_tokens=answer.get("prompt_tokens"),
+                    completion_tokens=answer.get("completion_tokens"),
+                )
+                return
+            if self.call.time_to_first_token_s is None:
+                self.call.time_to_first_token_s = time.perf_counter() - self.started
+            yield str(answer.get("piece", ""))
+
+    def _event(self, piece: str | None, finish: str | None) -> bytes:
+        if self.chat:
+            delta = {"role": "assistant", "content": piece or ""}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": piece or "", "finish_reason": finish}
+        event = {
+            "id": self.ident,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self.pieces():
+                yield self._event(piece, None)
+            yield self._event(None, _finish(self.final))
+            yield b"data: [DONE]\n\n"
+        except MemwardenError as exc:
+            self.error = exc
+            error = {"error": {"message": exc.message, "type": "api_error", "code": None}}
+            yield b"data: " + json.dumps(error).encode() + b"\n\n"
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the runtime's iterator (cancelling what it still generates) and end the call."""
+        if self.closed:
+            return
+        self.closed = True
+        close = getattr(self.answers, "close", None)
+        try:
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close)
+        finally:
+            _leave(self.tracked, self.error)
+
+
 class _StreamResponse(StreamingResponse):
     """A streamed answer that closes its upstream whatever ends it: the end of the stream, or a
     client that went away (Starlette cancels the response then, before or during the stream)."""
 
-    def __init__(self, stream: _Stream, *, status_code: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self, stream: _Stream | _EmbeddedStream, *, status_code: int, headers: dict[str, str]
+    ) -> None:
         super().__init__(stream.chunks(), status_code=status_code, headers=headers)
         self.stream = stream
 
