@@ -32,6 +32,7 @@ def front_door(
     host: str = "127.0.0.1",
     monitor: bool = False,
     fake: FakeOllama | None = None,
+    announce: bool = False,
 ) -> Iterator[tuple[FrontDoor, FakeOllama]]:
     """Start a fake Ollama and ``memwarden serve`` in front of it; yield both."""
     with serve(fake or fake_ollama()) as (url, state):
@@ -51,7 +52,15 @@ retries = 0
 """
         )
         warden = Warden(load_config(path))
-        door = FrontDoor(warden, host=host, port=0, token=token, monitor=monitor, psi=False)
+        door = FrontDoor(
+            warden,
+            host=host,
+            port=0,
+            token=token,
+            monitor=monitor,
+            psi=False,
+            announce=announce,
+        )
         with door:
             yield door, state
 

@@ -35,6 +35,7 @@ def serve(app: AppContext, host: str | None, port: int | None, no_psi: bool) -> 
         port=settings.port if port is None else port,
         token=configured_token(warden),
         psi=False if no_psi else None,
+        announce=True,
     )
     click.echo(f"memwarden serve: listening on http://{door.host}:{door.server.config.port}")
     door.run()

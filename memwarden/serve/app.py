@@ -32,6 +32,7 @@ from memwarden.core.monitor import Monitor
 from memwarden.core.types import Event, PressureReading
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
+from memwarden.serve import daemon
 from memwarden.serve.control import Control
 from memwarden.serve.gate import Gate
 from memwarden.serve.metrics import Metrics
@@ -252,8 +253,12 @@ class FrontDoor:
         token: str | None = None,
         monitor: bool = True,
         psi: bool | None = None,
+        announce: bool = False,
     ) -> None:
+        """``announce``: record where it listens (serve.json) so that the command line finds
+        it (``memwarden serve`` does; tests and embedders need not)."""
         check_access(host, token)
+        self.announce = announce
         self.warden = warden
         self.host = host
         self.app = create_app(warden, token=token)
@@ -295,17 +300,33 @@ class FrontDoor:
             thread.start()
             self._threads.append(thread)
 
+    def _announce_when_started(self) -> None:
+        if not self.announce:
+            return
+
+        def wait() -> None:
+            while not self.server.started and not self.server.should_exit:
+                threading.Event().wait(0.02)
+            if self.server.started:
+                daemon.announce(self.url)
+
+        threading.Thread(target=wait, name="memwarden-announce", daemon=True).start()
+
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop the monitor."""
         self._start_monitor()
+        self._announce_when_started()
         try:
             self.server.run()
         finally:
             self._stop_monitor()
+            if self.announce:
+                daemon.withdraw()
 
     def start(self, timeout_s: float = 20.0) -> FrontDoor:
         """Serve on a background thread; return once it accepts connections."""
         self._start_monitor()
+        self._announce_when_started()
         thread = threading.Thread(target=self.server.run, name="memwarden-serve", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -332,6 +353,8 @@ class FrontDoor:
         self._stop_monitor()
         for thread in self._threads:
             thread.join(10)
+        if self.announce:
+            daemon.withdraw()
 
     def _stop_monitor(self) -> None:
         if self.monitor is not None:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import anyio.to_thread
+import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -125,6 +126,7 @@ class Control:
         reading = self.governor.last_reading
         return JSONResponse(
             {
+                "service": "memwarden",
                 "status": "ok",
                 "uptime_s": round(time.time() - self.started_at, 3),
                 "level": reading.level.name if reading else None,
@@ -153,8 +155,22 @@ class Control:
         """``GET /memory/components``: loaded models with their policy, and what can load."""
 
         def collect() -> dict[str, Any]:
+            loaded = self.governor.loaded_models()
             return {
-                "loaded": [self._model_data(m) for m in self.governor.loaded_models()],
+                "loaded": [self._model_data(m) for m in loaded],
+                # The same models as LoadedModel records (what the command line reads).
+                "models": [
+                    to_data(
+                        attrs.evolve(
+                            m,
+                            requests_in_flight=max(
+                                m.requests_in_flight,
+                                self.warden.usage.in_flight(m.name, m.provider),
+                            ),
+                        )
+                    )
+                    for m in loaded
+                ],
                 "available": [to_data(m) for m in self.warden.available_models()],
             }
 
@@ -170,13 +186,16 @@ class Control:
         try:
             context = int(query["ctx"]) if "ctx" in query else None
             priority = int(query["priority"]) if "priority" in query else None
+            keep_alive = float(query["keep_alive"]) if "keep_alive" in query else None
         except ValueError:
-            return _bad("ctx and priority must be whole numbers")
+            return _bad("ctx and priority must be whole numbers, keep_alive a number")
         provider = query.get("provider")
 
         def load() -> dict[str, Any]:
             ref = self.warden.model_ref(model, provider, need_provider=True)
-            outcome = self.governor.admit_and_load(ref, priority, context_tokens=context)
+            outcome = self.governor.admit_and_load(
+                ref, priority, context_tokens=context, keep_alive_s=keep_alive
+            )
             return {
                 "loaded": to_data(outcome.loaded),
                 "evicted": [to_data(m) for m in outcome.plan.evicted],
@@ -189,13 +208,14 @@ class Control:
             return error_response(exc)
 
     async def unload(self, request: Request) -> JSONResponse:
-        """``POST /memory/components/{model}/unload[?provider=NAME]``: a model serving requests
-        made through memwarden is refused (409)."""
+        """``POST /memory/components/{model}/unload[?provider=NAME&emergency=1]``: a model
+        serving requests made through memwarden is refused (409) unless ``emergency``."""
         model = request.path_params["model"]
         provider = request.query_params.get("provider")
+        emergency = request.query_params.get("emergency", "0").lower() in ("1", "true", "yes")
 
         def unload() -> dict[str, Any]:
-            unloaded = self.warden.unload(model, provider=provider)
+            unloaded = self.warden.unload(model, provider=provider, emergency=emergency)
             self._resample()
             return {"unloaded": [to_data(m) for m in unloaded]}
 

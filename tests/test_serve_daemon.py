@@ -1,0 +1,114 @@
+"""One daemon for everything: while `memwarden serve` runs, `load`, `unload`, `models` and
+`status` go through it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from front_door import front_door, wait_for
+
+from memwarden.core.config import load_config
+from memwarden.core.warden import Warden
+from memwarden.serve import daemon
+from memwarden.serve.app import FrontDoor
+
+
+@pytest.fixture
+def running(tmp_path, monkeypatch):
+    with front_door(tmp_path, announce=True) as (door, fake):
+        monkeypatch.setenv("MEMWARDEN_CONFIG", str(tmp_path / "memwarden.toml"))
+        assert wait_for(lambda: daemon.state_path().exists())
+        yield door, fake
+
+
+def test_serve_records_where_it_listens(running):
+    door, _ = running
+    assert json.loads(daemon.state_path().read_text())["url"] == door.url
+
+
+def test_load_goes_through_the_running_daemons_governor(running, run_cli):
+    door, fake = running
+    loaded = run_cli("load", "qwen3", "--json").json()
+    kinds = [e.kind for e in door.services.control.events]
+    assert (loaded["name"], sorted(fake.loaded), "model-loaded" in kinds) == (
+        "qwen3:latest",
+        ["qwen3:latest"],
+        True,
+    )
+
+
+def test_a_refused_load_through_the_daemon_exits_3(tmp_path, monkeypatch, run_cli):
+    config = '[pressure]\nmax_managed_memory = "2GiB"\n'
+    with front_door(tmp_path, config=config, announce=True):
+        monkeypatch.setenv("MEMWARDEN_CONFIG", str(tmp_path / "memwarden.toml"))
+        result = run_cli("load", "qwen3")
+    assert result.exit_code == 3
+    assert "refused to load 'qwen3'" in result.stderr
+
+
+def test_unload_goes_through_the_running_daemon(running, run_cli):
+    _, fake = running
+    run_cli("load", "qwen3")
+    result = run_cli("unload", "qwen3")
+    assert (result.stdout.startswith("unloaded qwen3:latest from ollama: "), fake.loaded) == (
+        True,
+        {},
+    )
+
+
+def test_models_lists_what_the_daemon_has_loaded(running, run_cli):
+    run_cli("load", "llama3.2")
+    loaded = run_cli("models", "--json").json()["loaded"]
+    assert [(m["name"], m["provider"]) for m in loaded] == [("llama3.2:latest", "ollama")]
+
+
+def test_status_names_the_daemon(running, run_cli):
+    door, _ = running
+    assert run_cli("status", "--json").json()["daemon"] == door.url
+
+
+def test_a_record_left_by_a_dead_daemon_is_ignored(tmp_path):
+    daemon.state_path().parent.mkdir(parents=True, exist_ok=True)
+    daemon.state_path().write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": 2**22 + 1}))
+    assert daemon.find_daemon() is None
+
+
+def test_memwarden_serve_url_none_acts_locally(running, monkeypatch):
+    monkeypatch.setenv("MEMWARDEN_SERVE_URL", "none")
+    assert daemon.find_daemon() is None
+
+
+def test_stopping_the_daemon_removes_its_record(tmp_path):
+    with front_door(tmp_path, announce=True):
+        assert wait_for(lambda: daemon.state_path().exists())
+    assert not daemon.state_path().exists()
+
+
+@pytest.mark.slow
+def test_an_embedded_model_loaded_through_the_daemon_outlives_the_command(
+    gemma_gguf, tmp_path, monkeypatch, run_cli
+):
+    config = tmp_path / "memwarden.toml"
+    config.write_text(
+        f"""
+[state]
+path = "{tmp_path / "state.db"}"
+
+[plugins]
+disabled = ["ollama", "lmstudio"]
+
+[plugins.llamacpp]
+models_dir = "{gemma_gguf.parent}"
+default_context_tokens = 2048
+"""
+    )
+    monkeypatch.setenv("MEMWARDEN_CONFIG", str(config))
+    door = FrontDoor(Warden(load_config(config)), port=0, monitor=False, announce=True)
+    with door:
+        assert wait_for(lambda: daemon.state_path().exists())
+        result = run_cli("load", "gemma-3-270m-q4_k_m")
+        after = [m.name for m in door.warden.loaded_models()]
+    assert result.exit_code == 0, result.stderr
+    assert "models live in the process that loads them" not in result.stderr
+    assert after == ["gemma-3-270m-q4_k_m"]
