@@ -468,6 +468,9 @@ def _stream(handler: BaseHTTPRequestHandler, fake: FakeOllama, reply: Reply) -> 
 def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and the
+        # client's delayed ACK hold every answer back by about 40 ms.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

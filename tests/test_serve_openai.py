@@ -137,6 +137,7 @@ def test_a_stream_is_recorded_with_its_time_to_first_token(door):
 def test_a_request_is_recorded_with_its_token_counts(door):
     server, _ = door
     ask(server, "llama3.2")
+    assert wait_for(lambda: len(server.warden.read_state("usage")) == 1)
     [record] = server.warden.read_state("usage")
     assert (record.prompt_tokens, record.completion_tokens, record.success) == (5, 12, True)
 

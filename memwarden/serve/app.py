@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import logging
 import os
+import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memwarden.core.errors import ConfigError, MemwardenError
 from memwarden.core.monitor import Monitor
-from memwarden.core.types import Event, PressureReading
+from memwarden.core.types import Event, PressureReading, UsageRecord
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
 from memwarden.serve import daemon
@@ -37,6 +39,8 @@ from memwarden.serve.control import Control
 from memwarden.serve.gate import Gate
 from memwarden.serve.metrics import Metrics
 from memwarden.serve.proxy import Proxy, upstream_base
+
+log = logging.getLogger("memwarden")
 
 TOKEN_ENV = "MEMWARDEN_TOKEN"
 DASHBOARD = Path(__file__).parent / "dashboard"
@@ -119,11 +123,38 @@ class _Tap:
             listener(event)
 
 
+class _Recorder:
+    """Persists usage records on a thread of its own: a SQLite write per request must not hold
+    up the event loop that serves every other request."""
+
+    def __init__(self, persist: Callable[[UsageRecord], None]) -> None:
+        self.persist = persist
+        self.queue: queue.SimpleQueue[UsageRecord | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="memwarden-usage", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (record := self.queue.get()) is not None:
+            try:
+                self.persist(record)
+            except Exception as exc:  # a failing persistence plugin is isolated by pluggy
+                log.warning("could not record usage: %s", exc)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(10)
+
+
 class Services:
     """Everything the routes share: the gate, the proxy, the control API and the metrics."""
 
     def __init__(self, warden: Warden) -> None:
         self.warden = warden
+        # UsageTracker calls its recorder on the thread that ends the call: the event loop.
+        self._persist_usage = warden.usage._on_record
+        self.recorder = _Recorder(self._persist_usage) if self._persist_usage else None
+        if self.recorder is not None:
+            warden.usage._on_record = self.recorder.queue.put
         self.metrics = Metrics(warden.governor)
         self.gate = Gate(warden, on_refusal=self.metrics.refusal)
         self.control = Control(warden, self.gate)
@@ -138,6 +169,10 @@ class Services:
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.warden.plugins.pm.unregister(self.tap)
+        if self.recorder is not None:
+            self.warden.usage._on_record = self._persist_usage
+            self.recorder.close()
+            self.recorder = None
 
 
 def create_app(warden: Warden, *, token: str | None = None) -> Starlette:
