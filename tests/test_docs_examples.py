@@ -179,6 +179,7 @@ CONFIG_DOCS = [
     "docs/governor.md",
     "docs/devices.md",
     "docs/estimation.md",
+    "docs/serve.md",
 ]
 
 

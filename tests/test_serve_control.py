@@ -6,7 +6,7 @@ import attrs
 import httpx
 import openai
 import pytest
-from front_door import front_door
+from front_door import front_door, wait_for
 from ollama_server import ANSWER
 
 from memwarden.core.config import ByteSize, Config
@@ -234,3 +234,13 @@ def test_an_openai_client_without_the_token_is_refused(guarded):
     server, _, _ = guarded
     with pytest.raises(openai.AuthenticationError):
         chat(server.url, "llama3.2", api_key="wrong")
+
+
+def test_the_monitor_samples_into_the_pressure_history(tmp_path):
+    with (
+        front_door(tmp_path, monitor=True) as (door, _),
+        httpx.Client(base_url=door.url, timeout=30) as http,
+    ):
+        assert wait_for(lambda: len(http.get("/memory/report").json()["history"]) >= 1)
+        [entry, *_] = http.get("/memory/report").json()["history"]
+    assert (entry["level"], list(entry["pools"])) == ("NORMAL", ["system"])

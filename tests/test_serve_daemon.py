@@ -112,3 +112,33 @@ default_context_tokens = 2048
     assert result.exit_code == 0, result.stderr
     assert "models live in the process that loads them" not in result.stderr
     assert after == ["gemma-3-270m-q4_k_m"]
+
+
+def test_the_serve_command_runs_until_sigterm_and_then_withdraws(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from ollama_server import serve
+
+    with serve() as (url, _):
+        config = tmp_path / "memwarden.toml"
+        config.write_text(
+            f'[state]\nenabled = false\n[plugins]\ndisabled = ["lmstudio", "llamacpp"]\n'
+            f'[plugins.ollama]\nhost = "{url}"\n'
+        )
+        monkeypatch.setenv("MEMWARDEN_CONFIG", str(config))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "memwarden", "serve", "--port", "0", "--no-psi"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert wait_for(lambda: daemon.state_path().exists(), timeout_s=30)
+            base = json.loads(daemon.state_path().read_text())["url"]
+            health = httpx.get(f"{base}/health", timeout=10).json()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(30)
+    assert (health["service"], code, daemon.state_path().exists()) == ("memwarden", 0, False)

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import queue
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -351,9 +352,17 @@ class FrontDoor:
         """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop the monitor."""
         self._start_monitor()
         self._announce_when_started()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
+        # handler that was there before: make that one a no-op, so that this process finishes
+        # its own clean-up and exits 0 instead of dying by the signal.
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, _ignore) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.server.run()
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self._stop_monitor()
             if self.announce:
                 daemon.withdraw()
@@ -402,6 +411,10 @@ class FrontDoor:
         self.stop()
         if self.monitor is not None:
             self.monitor.close()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Signal handler for after uvicorn's own: the shutdown is already under way."""
 
 
 def describe(door: FrontDoor) -> dict[str, Any]:

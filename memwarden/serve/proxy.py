@@ -140,6 +140,10 @@ class Proxy:
         except BaseException as exc:
             _leave(tracked, exc)
             raise
+        serving = self.gate.loaded(ref)
+        if serving is not None:
+            # A use, for the eviction cost's recency and frequency.
+            self.gate.governor.record_use(serving)
         if embedded:
             return self._done(
                 path, await _embedded(provider, ref.name, model, path, body, tracked, call, started)
