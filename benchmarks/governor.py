@@ -22,7 +22,7 @@ import time
 
 import psutil
 
-from memwarden.core.config import Config, StateConfig
+from memwarden.core.config import Config, PressureConfig, StateConfig
 from memwarden.core.governor import Governor
 from memwarden.core.monitor import Monitor
 from memwarden.core.types import PressureLevel
@@ -124,13 +124,58 @@ def idle_watch_cpu(seconds: float, state_dir: str, json_lines: bool) -> float:
     return 100.0 * used / (wall_after - wall_before)
 
 
+def managed_cap_latency(trials: int, state_dir: str) -> list[float]:
+    """Seconds from a load made through memwarden (``Governor.load``) taking the managed models
+    past ``[pressure] max_managed_memory``'s warning share to on_pressure (from the call), with
+    the real monitor loop at default settings. The pool itself stays far from its thresholds:
+    only the cap is crossed. Between trials the model is unloaded through memwarden again."""
+    config = Config(
+        state=StateConfig(path=os.path.join(state_dir, "cap.db")),
+        pressure=PressureConfig(max_managed_memory=100 * GIB),
+    )
+    rig = make_rig(config, total_bytes=1000 * GIB, baseline_bytes=10 * GIB)
+    clock = PressureCallClock()
+    rig.warden.plugins.register(clock)
+    for i in range(7):
+        rig.provider.add_model(f"m{i}", 9 * GIB)
+        rig.provider.load(f"m{i}", context_tokens=4096)
+    rig.provider.add_model("extra", 9 * GIB)
+    governor = Governor(rig.warden)
+    monitor = Monitor(governor)
+    runner = threading.Thread(target=monitor.run, daemon=True)
+    runner.start()
+    latencies = []
+    rng = random.Random(11)
+    try:
+        for _ in range(trials):
+            time.sleep(rng.uniform(0.05, config.governor.interval_normal_s))
+            clock.called.clear()
+            # From the call (admission included), not from the runtime's answer: the monitor
+            # may see the model before governor.load returns.
+            started = time.perf_counter()
+            governor.load("extra", context_tokens=4096)
+            if not clock.called.wait(15.0):
+                raise RuntimeError("on_pressure was not called within 15 s")
+            latencies.append(clock.at - started)
+            rig.warden.unload("extra", emergency=True)
+            while governor.level != PressureLevel.NORMAL:
+                time.sleep(0.01)
+    finally:
+        monitor.stop()
+        runner.join(5.0)
+        monitor.close()
+    return latencies
+
+
 def planning(models: int, repeats: int, state_dir: str) -> tuple[list[float], list[float]]:
-    """Seconds to plan: ensure()'s eviction plan for a new model, and the ladder's ordered
-    proposals at CRITICAL, among ``models`` loaded models."""
+    """Seconds to plan: admission's plan for a new model (``plan_load``), and the ladder's ordered
+    proposals at CRITICAL, among ``models`` loaded models (9 GiB each, the pool 83% used)."""
     config = Config(state=StateConfig(enabled=False))
-    rig = make_rig(config, total_bytes=11_000 * GIB, baseline_bytes=100 * GIB)
+    used = models * 9 + 100
+    total = int(used / 0.83)
+    rig = make_rig(config, total_bytes=total * GIB, baseline_bytes=100 * GIB)
     rig.provider.add_model("m", 9 * GIB)
-    rig.provider.add_model("new", 500 * GIB)
+    rig.provider.add_model("new", (total - used + 45) * GIB)
     governor = Governor(rig.warden)
     for i in range(models):
         loaded = rig.provider.load("m", context_tokens=4096)

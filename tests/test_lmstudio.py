@@ -117,9 +117,10 @@ def test_server_down_is_provider_unavailable():
 
 
 def test_server_down_status_says_why():
-    status = LMStudioProvider(LMStudioOptions(host=f"127.0.0.1:{_closed_port()}")).status()
+    port = _closed_port()
+    status = LMStudioProvider(LMStudioOptions(host=f"127.0.0.1:{port}")).status()
     assert not status.reachable
-    assert "LM Studio is not reachable" in status.reason
+    assert status.reason == f"lmstudio (127.0.0.1:{port}): not reachable (connection refused)"
 
 
 def test_a_silent_server_times_out_within_the_configured_limit(fake):

@@ -3,8 +3,9 @@
 Exit codes: 0 success; 1 a runtime failure (a provider error, a failed action); 2 bad usage or an
 invalid configuration; 3 refused because it would not fit in memory.
 
-Each command lives in a module of this package and is added to the group in ``COMMAND_MODULES``;
-plugins add theirs through the ``register_commands`` hook.
+Each command lives in a module of this package, named in ``COMMANDS`` and imported only when that
+command runs (or ``--help`` lists them all), so `memwarden status` does not import the governor's
+live view; plugins add theirs through the ``register_commands`` hook.
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from memwarden.cli.output import Output
 from memwarden.core.errors import MemwardenError
 from memwarden.core.warden import Warden
 
-COMMAND_MODULES = (
-    "memwarden.cli.status",
-    "memwarden.cli.plugins",
-    "memwarden.cli.config",
-    "memwarden.cli.device",
-    "memwarden.cli.models",
-    "memwarden.cli.plan",
-    "memwarden.cli.watch",
-    "memwarden.cli.estimate",
-    "memwarden.cli.serve",
-)
+# Command name -> the module whose register(cli) adds it (some modules add several).
+COMMANDS = {
+    "status": "memwarden.cli.status",
+    "plugins": "memwarden.cli.plugins",
+    "config": "memwarden.cli.config",
+    "device": "memwarden.cli.device",
+    "models": "memwarden.cli.models",
+    "load": "memwarden.cli.models",
+    "unload": "memwarden.cli.models",
+    "generate": "memwarden.cli.models",
+    "plan": "memwarden.cli.plan",
+    "watch": "memwarden.cli.watch",
+    "estimate": "memwarden.cli.estimate",
+    "fit": "memwarden.cli.estimate",
+    "serve": "memwarden.cli.serve",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 class AppContext:
@@ -55,6 +62,12 @@ class MemwardenGroup(click.Group):
     clear message and the documented exit code instead of a traceback."""
 
     _plugin_commands_added = False
+    _registered_modules: set[str] = set()
+
+    def _add_builtin(self, module: str) -> None:
+        if module not in self._registered_modules:
+            self._registered_modules.add(module)
+            importlib.import_module(module).register(self)
 
     def _add_plugin_commands(self, ctx: click.Context) -> None:
         if self._plugin_commands_added:
@@ -69,6 +82,8 @@ class MemwardenGroup(click.Group):
             ctx.obj.warden.hook.register_commands(cli=self)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            self._add_builtin(COMMANDS[cmd_name])
         command = super().get_command(ctx, cmd_name)
         if command is None:
             self._add_plugin_commands(ctx)
@@ -76,6 +91,8 @@ class MemwardenGroup(click.Group):
         return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in COMMAND_MODULES:
+            self._add_builtin(module)
         self._add_plugin_commands(ctx)
         return super().list_commands(ctx)
 
@@ -125,9 +142,6 @@ def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 pass_app = click.make_pass_decorator(AppContext)
-
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module).register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from memwarden.core.errors import MemwardenError
 from memwarden.core.serialize import to_data
 from memwarden.core.units import format_bytes
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Output", "format_bytes"]
 
@@ -22,12 +22,22 @@ __all__ = ["Output", "format_bytes"]
 class Output:
     def __init__(self) -> None:
         self.json = False
-        # Piped output is read by grep and people alike: never fold a table to 80 columns.
-        width = None if sys.stdout.isatty() else 240
-        # Model names and reasons are data, never rich markup or emoji codes (":1234:").
-        self.console = Console(
-            soft_wrap=True, highlight=False, width=width, emoji=False, markup=False
-        )
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        """Built on first use: rich is imported only by commands that print for people, not by
+        ``--json`` (a fifth of `memwarden status`'s start-up otherwise)."""
+        if self._console is None:
+            from rich.console import Console
+
+            # Piped output is read by grep and people alike: never fold a table to 80 columns.
+            width = None if sys.stdout.isatty() else 240
+            # Model names and reasons are data, never rich markup or emoji codes (":1234:").
+            self._console = Console(
+                soft_wrap=True, highlight=False, width=width, emoji=False, markup=False
+            )
+        return self._console
 
     def emit_json(self, data: Any) -> None:
         click.echo(json.dumps(to_data(data), indent=2, default=str))
@@ -38,6 +48,9 @@ class Output:
     def table(
         self, title: str | None, headers: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         for header in headers:
             table.add_column(header, overflow="fold")

@@ -11,13 +11,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
@@ -28,6 +24,9 @@ from memwarden.core.serialize import to_data
 from memwarden.core.types import Event, PressureReading
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 _LEVEL_STYLE = {"NORMAL": "green", "WARNING": "yellow", "CRITICAL": "red", "EMERGENCY": "bold red"}
 
@@ -165,6 +164,8 @@ def _run(
             with _stop_on_signals(monitor, received):
                 monitor.run(duration_s=duration, once=once)
         else:
+            from rich.live import Live
+
             console = app.output.console
             with Live(console=console, auto_refresh=False, transient=False) as live:
 
@@ -222,6 +223,10 @@ def _view(
     monitor: Monitor,
     events: collections.deque[Event],
 ) -> Group:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     level = reading.level.name
     header = Text.assemble(
         ("memwarden watch  ", "bold"),

@@ -48,6 +48,7 @@ from memwarden.core.types import (
     LoadedModel,
     MemoryEstimate,
     ModelRef,
+    PoolKind,
     PressureLevel,
     PressureReading,
 )
@@ -234,6 +235,10 @@ class Governor:
         self._normal_since: float | None = None
         # Rejected and refused proposals already reported (one event each until the next round).
         self._reported: set[tuple[str, str, str, str | None]] = set()
+        #: Called with no arguments whenever a load or unload made through memwarden changed the
+        #: loaded models; the monitor wakes on it and measures at once instead of waiting for
+        #: its interval (or, for the list of loaded models, for ``models_refresh_s``).
+        self.change_listeners: list[Callable[[], None]] = []
 
     @property
     def config(self) -> GovernorConfig:
@@ -260,6 +265,20 @@ class Governor:
         if evolved is None:
             evolved = self._policy_cache[cache_key] = attrs.evolve(policy, priority=priority)
         return evolved
+
+    def models_changed(
+        self, *, loaded: Sequence[LoadedModel] = (), unloaded: Sequence[LoadedModel] = ()
+    ) -> None:
+        """Note loads and unloads made through memwarden the moment they happen: the list of
+        loaded models is updated without asking the runtimes, and every change listener (the
+        monitor) is called, so a load that crosses the managed-memory cap is acted on at once."""
+        with self._lock:
+            if self._loaded is not None and (loaded or unloaded):
+                gone = {model_key(m) for m in unloaded}
+                self._loaded = [m for m in self._loaded if model_key(m) not in gone]
+                self._loaded.extend(loaded)
+        for listener in list(self.change_listeners):
+            listener()
 
     def set_priority(self, model: LoadedModel, priority: int) -> None:
         self._priorities[model_key(model)] = priority
@@ -629,6 +648,15 @@ class Governor:
             )
         return report
 
+    def _held(self, loaded: Sequence[LoadedModel], action: Action, reading: PressureReading) -> int:
+        """What the loaded models hold in the action's pool's figure (admission.loaded_bytes):
+        resident in system RAM, committed in GPU and unified memory."""
+        snapshot = reading.snapshot
+        pool_id = action.pool_id or admission.home_pool(snapshot)
+        pool = snapshot.pool(pool_id) if pool_id is not None else None
+        kind = pool.kind if pool is not None else PoolKind.SYSTEM
+        return sum(admission.loaded_bytes(m, kind, self.warden.config) for m in loaded)
+
     def _take(
         self, action: Action, before: PressureReading
     ) -> tuple[ActionOutcome, PressureReading]:
@@ -640,6 +668,7 @@ class Governor:
             ), before
         error: str | None = None
         reloaded: LoadedModel | None = None
+        held_before = self._held(self.loaded_models(), action, before)
         try:
             reloaded = self.execute(action)
         except MemwardenError as exc:
@@ -649,7 +678,9 @@ class Governor:
             error = f"{type(exc).__name__}: {exc}"
         after = self.sample()
         self.observe(after)
-        freed = before.managed_bytes - after.managed_bytes
+        # Judged in the figure that is real for the action's pool: in system RAM what the
+        # processes hold (an eviction of a mostly untouched compute buffer frees little there).
+        freed = held_before - self._held(self.loaded_models(), action, after)
         outcome = ActionOutcome(
             action=action,
             ok=error is None,
@@ -703,8 +734,11 @@ class Governor:
         provider = self._provider_of(action)
         if action.kind == UNLOAD:
             provider.unload(action_target(action) or "")
+            self.models_changed()
         elif action.kind == SHRINK_CONTEXT:
-            return self._shrink(provider, action)
+            reloaded = self._shrink(provider, action)
+            self.models_changed()
+            return reloaded
         elif action.kind == RELEASE_CACHE:
             provider.release_caches()
         else:
@@ -1071,8 +1105,7 @@ class Governor:
         priority = plan.priority
         loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
         self._priorities[model_key(loaded)] = priority
-        if self._loaded is not None:
-            self._loaded.append(loaded)
+        self.models_changed(loaded=[loaded])
         evicted = [m.instance_id or m.name for m in plan.evicted]
         self.warden.emit(
             Event(

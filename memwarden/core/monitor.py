@@ -113,6 +113,8 @@ class Monitor:
         else:
             self.psi, self.psi_status = PsiTrigger.arm(self.config)
         log.info("PSI trigger %s", self.psi_status.detail)
+        # Loads and unloads made through memwarden wake the loop at once.
+        governor.change_listeners.append(self.wake)
 
     def interval_s(self, level: PressureLevel) -> float:
         return {
@@ -128,6 +130,12 @@ class Monitor:
         # A full or closed pipe means the loop is waking anyway.
         with contextlib.suppress(OSError):
             os.write(self._wake_write, b"x")
+
+    def wake(self) -> None:
+        """Sample now instead of at the end of the interval (the loaded models changed); safe
+        from any thread."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"w")
 
     @property
     def stopping(self) -> bool:
@@ -200,6 +208,8 @@ class Monitor:
         log.warning("PSI trigger failed; falling back to timed sampling")
 
     def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.governor.change_listeners.remove(self.wake)
         if self.psi is not None:
             self.psi.close()
             self.psi = None

@@ -13,10 +13,10 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
@@ -105,6 +105,31 @@ class _Candidate:
     load: Callable[[], Any]
 
 
+def any_entry_points(group: str, path: Iterable[str] | None = None) -> bool:
+    """Whether any installed distribution declares an entry point in ``group``: its
+    ``entry_points.txt`` has a ``[group]`` section. A look at each ``*.dist-info`` folder on
+    ``sys.path``; ``importlib.metadata`` (a sixth of memwarden's start-up, for the email parser
+    it imports) is used only when one does. Errs towards True: anything unreadable says yes."""
+    header = f"[{group}]"
+    for entry in sys.path if path is None else path:
+        try:
+            with os.scandir(entry or ".") as found:
+                names = [e.name for e in found if e.name.endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue  # a zip file or a folder that is gone: importlib.metadata finds nothing
+        for name in names:
+            points = os.path.join(entry or ".", name, "entry_points.txt")
+            try:
+                with open(points, encoding="utf-8", errors="replace") as handle:
+                    if any(line.strip() == header for line in handle):
+                        return True
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return True
+    return False
+
+
 def _memwarden_version() -> str:
     from memwarden import __version__
 
@@ -181,6 +206,10 @@ class Plugins:
         return _Candidate(info=info, load=functools.partial(importlib.import_module, module))
 
     def _discover_entry_points(self) -> list[_Candidate]:
+        if not any_entry_points(hookspecs.PROJECT_NAME):
+            return []
+        from importlib.metadata import entry_points
+
         found = []
         for ep in entry_points(group=hookspecs.PROJECT_NAME):
             dist = ep.dist

@@ -448,7 +448,10 @@ class Warden:
         provider: str | None = None,
     ) -> LoadedModel:
         chosen = self.resolve(model, provider)
-        return chosen.load(model, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+        loaded = chosen.load(model, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+        if self._governor is not None:
+            self._governor.models_changed(loaded=[loaded])
+        return loaded
 
     def unload(
         self, model: str, *, provider: str | None = None, emergency: bool = False
@@ -476,6 +479,8 @@ class Warden:
             )
         for loaded in matches:
             self.provider(loaded.provider).unload(loaded.instance_id or loaded.name)
+        if self._governor is not None:
+            self._governor.models_changed(unloaded=matches)
         return matches
 
     def in_flight(self, model: str, provider: str | None = None) -> int:

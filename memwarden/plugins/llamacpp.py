@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.metadata
+import functools
 import importlib.util
 import json
+import os
 import select
 import subprocess
 import sys
@@ -30,7 +31,6 @@ from typing import IO, Any
 
 import attrs
 import platformdirs
-import psutil
 
 from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
@@ -74,6 +74,8 @@ OPTIONS = LlamaCppOptions
 
 def process_memory_bytes(pid: int) -> int:
     """Memory only this process holds (USS) where the OS tells it, else its resident size."""
+    import psutil  # only once a worker runs: `memwarden status` needs none
+
     process = psutil.Process(pid)
     try:
         return int(process.memory_full_info().uss)
@@ -313,7 +315,7 @@ class LlamaCppProvider(Provider):
         except ProviderUnavailable as exc:
             reason = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
             return ProviderStatus(name=self.name, reachable=False, reason=reason)
-        version = importlib.metadata.version("llama-cpp-python")
+        version = _installed_version("llama_cpp_python")
         return ProviderStatus(name=self.name, reachable=True, version=f"{version} (embedded)")
 
     def available_models(self) -> list[AvailableModel]:
@@ -334,6 +336,10 @@ class LlamaCppProvider(Provider):
         self._reap()
         with self._lock:
             workers = list(self._workers.values())
+        if not workers:
+            return []
+        import psutil
+
         loaded = []
         for worker in workers:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -436,6 +442,25 @@ class LlamaCppProvider(Provider):
         keys = ("prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
         payload = {k: request[k] for k in keys if request.get(k) is not None}
         return worker.stream(payload, self.options.generate_timeout_s)
+
+
+@functools.cache
+def _installed_version(dist: str) -> str:
+    """A distribution's version from its ``NAME-VERSION.dist-info`` folder name on sys.path:
+    importlib.metadata (and the email parser it imports) would cost `memwarden status` more
+    than everything else it does for the embedded runtime."""
+    prefix = f"{dist.lower()}-"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.lower().startswith(prefix) and name.endswith(".dist-info"):
+                return name[len(prefix) : -len(".dist-info")]
+    import importlib.metadata
+
+    return importlib.metadata.version(dist)
 
 
 @hookimpl

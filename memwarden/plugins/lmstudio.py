@@ -7,19 +7,21 @@ loaded instance's file size, not its resident memory, so ``total_bytes`` is the 
 The SDK's synchronous client waits up to a minute for a silent server; each operation here runs
 in its own thread under ``timeout_s`` (``load_timeout_s`` for loads), and a late one has its
 client closed so its threads end.
+
+The SDK is the costliest import memwarden has (a third of a second): it is imported only once a
+connect to the server succeeds, so a machine without LM Studio never pays for it
+(core/netprobe.py). A refused connection is an answer: LM Studio is not running.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import httpx
-import lmstudio
-import msgspec
 
+from memwarden.core import netprobe
 from memwarden.core.config import Config, seconds
 from memwarden.core.errors import (
     MemwardenError,
@@ -30,6 +32,9 @@ from memwarden.core.errors import (
 from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import lmstudio
 
 T = TypeVar("T")
 
@@ -81,6 +86,13 @@ class LMStudioProvider(Provider):
     def _connected_client(self) -> lmstudio.Client:
         with self._client_lock:
             if self._client is None:
+                down = netprobe.unreachable(*netprobe.host_port(self.host, 1234))
+                if down is not None:
+                    raise ProviderUnavailable(
+                        f"lmstudio ({self.host}): not reachable ({down})", hint=_START_HINT
+                    )
+                import lmstudio
+
                 client = lmstudio.Client(self.host)
                 try:
                     client.__enter__()  # probes the server; closed below if it fails
@@ -120,6 +132,8 @@ class LMStudioProvider(Provider):
             try:
                 outcome["result"] = call(client)
             except BaseException as exc:
+                import lmstudio
+
                 outcome["error"] = exc
                 if not isinstance(exc, lmstudio.LMStudioModelNotFoundError | MemwardenError):
                     self._discard(client)
@@ -145,6 +159,10 @@ class LMStudioProvider(Provider):
         text = str(exc) if len(str(exc)) <= 300 else f"{str(exc)[:300]}..."
         if isinstance(exc, MemwardenError):
             return exc
+        import httpx
+        import lmstudio
+        import msgspec
+
         if isinstance(exc, lmstudio.LMStudioModelNotFoundError):
             return ModelNotFound(
                 f"{where}: model {model!r} not found",

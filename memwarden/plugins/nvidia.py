@@ -11,6 +11,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import os
+import sys
 import threading
 import time
 from types import ModuleType
@@ -105,6 +107,15 @@ def session() -> Session | str:
             return _session
         if _failure is not None and time.monotonic() - _failure[0] < RETRY_AFTER_S:
             return _failure[1]
+        if sys.platform == "linux" and "pynvml" not in sys.modules and not _driver_present():
+            # No driver: pynvml's import and its failing search for libnvidia-ml would cost
+            # every `memwarden status` tens of milliseconds for a known answer.
+            reason = (
+                "the NVIDIA driver's NVML library (libnvidia-ml) was not found: no NVIDIA driver "
+                "(no /proc/driver/nvidia, no /dev/nvidiactl)"
+            )
+            _failure = (time.monotonic(), reason)
+            return reason
         try:
             nvml = importlib.import_module("pynvml")
         except ImportError:
@@ -126,6 +137,11 @@ def session() -> Session | str:
             atexit.register(shutdown)
             _atexit_registered = True
         return _session
+
+
+def _driver_present() -> bool:
+    """Whether the Linux NVIDIA kernel driver is loaded (its proc directory or control device)."""
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
 
 
 def shutdown() -> None:

@@ -2,8 +2,10 @@
 
 Loaded models come from ``/api/ps`` with their real sizes and VRAM share; a load is a generate
 call with no prompt, ``num_ctx`` and ``keep_alive``; an unload is the same with keep-alive 0.
-Every call has a timeout; idempotent reads are retried a few times with backoff when the
-connection fails, so a restarting server does not show as down.
+Every call has a timeout; idempotent reads are retried a few times with backoff when a
+connection breaks mid-answer, so a restarting server does not show as down. A refused connection
+is an answer (Ollama is not running) and is not retried. The ``ollama`` SDK (and httpx and
+pydantic under it) is imported only once a connect to the server succeeds (core/netprobe.py).
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
-import httpx
-import ollama
-import pydantic
 
+from memwarden.core import netprobe
 from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
 from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import ollama
 
 T = TypeVar("T")
 
@@ -49,7 +52,7 @@ class OllamaOptions:
     # core gives every status and listing call a total deadline of its own (2 s) on top.
     timeout_s: float = seconds(5.0, minimum=0.01, maximum=3600.0)
     load_timeout_s: float = seconds(600.0, minimum=0.01, maximum=86_400.0)
-    # Extra attempts for idempotent reads whose connection failed.
+    # Extra attempts for idempotent reads whose connection broke (a refusal is not retried).
     retries: int = count(2, maximum=10)
     retry_backoff_s: float = seconds(0.1, maximum=60.0)
 
@@ -103,6 +106,8 @@ class OllamaProvider(Provider):
         self._clients_lock = threading.Lock()
 
     def _client(self, timeout_s: float) -> ollama.Client:
+        import ollama
+
         with self._clients_lock:
             client = self._clients.get(timeout_s)
             if client is None:
@@ -120,6 +125,19 @@ class OllamaProvider(Provider):
     ) -> T:
         """Run one client call, mapping every failure to a memwarden error."""
         timeout_s = timeout_s if timeout_s is not None else self.options.timeout_s
+        if not self._clients:
+            # No client yet (or closed): a connect first, so that a server that is not
+            # running costs a refused connect, not an SDK import and a retried request.
+            down = netprobe.unreachable(*netprobe.host_port(self.host, 11434))
+            if down is not None:
+                self._refused_at = time.monotonic()
+                raise ProviderUnavailable(
+                    f"ollama ({self.host}): not reachable ({down})", hint=_START_HINT
+                )
+        import httpx
+        import ollama
+        import pydantic
+
         recently_refused = (
             self._refused_at is not None and time.monotonic() - self._refused_at < REFUSED_MEMORY_S
         )
@@ -130,7 +148,7 @@ class OllamaProvider(Provider):
                 self._refused_at = None
                 return answer
             except (ConnectionError, httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                if attempt + 1 < attempts:
+                if attempt + 1 < attempts and not _refused(exc):
                     time.sleep(self.options.retry_backoff_s * 2**attempt)
                     continue
                 self._refused_at = time.monotonic()
@@ -198,7 +216,11 @@ class OllamaProvider(Provider):
             found = self._call("version", version)
         except (ProviderUnavailable, ProviderError) as exc:
             return ProviderStatus(name=self.name, reachable=False, reason=exc.message)
-        except (KeyError, TypeError, httpx.HTTPStatusError) as exc:
+        except Exception as exc:
+            import httpx
+
+            if not isinstance(exc, KeyError | TypeError | httpx.HTTPStatusError):
+                raise
             return ProviderStatus(
                 name=self.name,
                 reachable=False,
@@ -320,7 +342,20 @@ class OllamaProvider(Provider):
         )
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error is a refusal (nothing listens there), through httpx's
+    wrapping: an answer, not a hiccup to retry."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "refused" in str(exc).lower()
+
+
 def _connection_reason(exc: BaseException) -> str:
+    import httpx
+
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"the connection broke: {exc}"
     return "connection refused"

@@ -13,13 +13,16 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from memwarden.core.config import Config, NoOptions
 from memwarden.core.serialize import record_from_data, record_time, record_type, to_data
 from memwarden.hookspecs import PERSISTED_KINDS, hookimpl
+
+if TYPE_CHECKING:
+    # Imported on the first write: sqlite-utils brings numpy and dateutil (a quarter of a
+    # second), which `memwarden status` and `estimate` never need.
+    import sqlite_utils
 
 # Takes no [plugins.sqlite-state] options ([state] says where the file is).
 OPTIONS = NoOptions
@@ -33,6 +36,8 @@ def database(path: Path) -> sqlite_utils.Database:
     with _lock:
         db = _databases.get(path)
         if db is None:
+            import sqlite_utils
+
             path.parent.mkdir(parents=True, exist_ok=True)
             # The governor writes from its own thread; the lock below serialises every write.
             connection = sqlite3.connect(path, check_same_thread=False)

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 import attrs
-import psutil
 
 from memwarden.core.config import Config
 from memwarden.core.types import DeviceUnavailable, MemoryPool, PoolKind
@@ -418,6 +417,8 @@ def measure_linux(root: Path) -> MemoryPool | DeviceUnavailable:
 
 
 def measure_psutil() -> MemoryPool:
+    import psutil  # not on Linux, where the files above are read directly (and faster)
+
     memory = psutil.virtual_memory()
     swap = psutil.swap_memory()
     return MemoryPool(

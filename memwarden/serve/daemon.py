@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import platformdirs
-import psutil
 
-from memwarden.core import errors
+from memwarden.core import errors, netprobe
 from memwarden.core.errors import MemwardenError, ProviderUnavailable
 from memwarden.core.serialize import from_data
 from memwarden.core.types import LoadedModel
+
+# httpx and psutil are imported only when a daemon is there: `memwarden status` without one
+# must stay as cheap as before (tests/test_startup.py).
 
 URL_ENV = "MEMWARDEN_SERVE_URL"
 DEFAULT_URL = "http://127.0.0.1:11435"
@@ -69,6 +70,8 @@ class Daemon:
 
     def call(self, method: str, path: str, **params: Any) -> Any:
         """One control call; a memwarden error answered by the daemon is raised as itself."""
+        import httpx
+
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         query = {k: v for k, v in params.items() if v is not None}
         try:
@@ -98,6 +101,12 @@ class Daemon:
 
 
 def _answers(url: str) -> bool:
+    """Whether a memwarden serve answers at ``url`` (one TCP connect first: nothing listening
+    is known in microseconds, without importing an HTTP client)."""
+    if netprobe.unreachable(*netprobe.host_port(url, 80), timeout_s=PROBE_TIMEOUT_S):
+        return False
+    import httpx
+
     try:
         health = httpx.get(url.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S).json()
     except (httpx.HTTPError, ValueError):
@@ -116,10 +125,22 @@ def find_daemon(token: str | None = None) -> Daemon | None:
         record = None
     if isinstance(record, dict) and isinstance(record.get("url"), str):
         pid = record.get("pid")
-        if isinstance(pid, int) and psutil.pid_exists(pid) and _answers(record["url"]):
+        if isinstance(pid, int) and _pid_exists(pid) and _answers(record["url"]):
             return Daemon(record["url"], token)
         return None
     return Daemon(DEFAULT_URL, token) if _answers(DEFAULT_URL) else None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 def for_command(config_token: str | None) -> Daemon | None:
