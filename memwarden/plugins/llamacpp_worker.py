@@ -280,7 +280,7 @@ def stream(
         )
     sampler = _sampler(request)
     context.kv_cache_clear()
-    n_batch = RUNTIME_SETTINGS["n_batch"]
+    n_batch = int(runtime.settings["n_batch"])
     for start in range(0, len(tokens), n_batch):
         runtime.batch.set_batch(tokens[start : start + n_batch], n_past=start, logits_all=False)
         context.decode(runtime.batch)
