@@ -3,6 +3,9 @@ OpenAI clients get the model's exact greedy text, streamed or whole."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import openai
 import pytest
 from front_door import wait_for
@@ -88,3 +91,45 @@ def test_a_client_that_disconnects_leaves_the_runtime_ready_for_the_next_request
     assert wait_for(lambda: door.warden.usage.in_flight(MODEL) == 0, timeout_s=30)
     answer = client(door).completions.create(model=MODEL, prompt=PROMPT, max_tokens=8)
     assert answer.choices[0].text == GREEDY
+
+
+def test_a_cap_for_one_embedded_model_swaps_two_of_them(gemma_gguf, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("gemma-a", "gemma-b"):
+        try:
+            os.link(gemma_gguf, models / f"{name}.gguf")
+        except OSError:
+            shutil.copyfile(gemma_gguf, models / f"{name}.gguf")
+    settings = f"""
+[state]
+enabled = false
+
+[plugins]
+disabled = ["ollama", "lmstudio"]
+
+[plugins.llamacpp]
+models_dir = "{models}"
+default_context_tokens = 1024
+"""
+    config = tmp_path / "memwarden.toml"
+    config.write_text(settings)
+    warden = Warden(load_config(config))
+    one = max(
+        warden.estimate(warden.model_ref("gemma-a"), 4096).total_bytes,
+        warden.load("gemma-a", context_tokens=1024).total_bytes,
+    )
+    warden.unload("gemma-a")
+    config.write_text(settings + f"\n[pressure]\nmax_managed_memory = {int(one * 1.5)}\n")
+    with FrontDoor(Warden(load_config(config)), port=0, monitor=False) as door:
+        texts = [
+            client(door).completions.create(model=name, prompt=PROMPT, max_tokens=8).choices[0].text
+            for name in ("gemma-a", "gemma-b")
+        ]
+        loaded = [m.name for m in door.warden.loaded_models()]
+        evicted = [
+            e.data["model"]
+            for e in door.services.control.events
+            if e.kind == "action-taken" and e.data.get("strategy") == "ensure"
+        ]
+    assert (texts, loaded, evicted) == ([GREEDY, GREEDY], ["gemma-b"], ["gemma-a"])
