@@ -244,3 +244,15 @@ def test_the_monitor_samples_into_the_pressure_history(tmp_path):
         assert wait_for(lambda: len(http.get("/memory/report").json()["history"]) >= 1)
         [entry, *_] = http.get("/memory/report").json()["history"]
     assert (entry["level"], list(entry["pools"])) == ("NORMAL", ["system"])
+
+
+def test_metrics_show_the_estimate_error_of_a_load(door):
+    server, http, _ = door
+    answer = http.post("/memory/components/llama3.2/load").json()
+    ref = server.warden.model_ref("llama3.2")
+    estimated = server.warden.estimate(ref, 4096).total_bytes
+    line = 'memwarden_estimate_error_ratio{model="llama3.2:latest",provider="ollama"}'
+    rows = http.get("/metrics").text.splitlines()
+    [value] = [row.split(" ")[-1] for row in rows if row.startswith(line)]
+    expected = (answer["loaded"]["total_bytes"] - estimated) / estimated
+    assert float(value) == pytest.approx(expected, rel=1e-6)

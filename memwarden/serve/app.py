@@ -157,7 +157,7 @@ class Services:
         if self.recorder is not None:
             warden.usage._on_record = self.recorder.queue.put
         self.metrics = Metrics(warden.governor)
-        self.gate = Gate(warden, on_refusal=self.metrics.refusal)
+        self.gate = Gate(warden, on_refusal=self.metrics.refusal, on_load=self.metrics.loaded)
         self.control = Control(warden, self.gate)
         self.client: httpx.AsyncClient | None = None
         self.proxy: Proxy | None = None

@@ -196,6 +196,8 @@ class Control:
             outcome = self.governor.admit_and_load(
                 ref, priority, context_tokens=context, keep_alive_s=keep_alive
             )
+            if self.gate.on_load is not None:
+                self.gate.on_load(outcome)
             return {
                 "loaded": to_data(outcome.loaded),
                 "evicted": [to_data(m) for m in outcome.plan.evicted],

@@ -20,7 +20,7 @@ import attrs
 
 from memwarden.core import admission
 from memwarden.core.errors import InsufficientMemory, MemwardenError
-from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS
+from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, LoadOutcome
 from memwarden.core.providers import same_model
 from memwarden.core.strategy import model_key
 from memwarden.core.types import LoadedModel, ModelRef
@@ -55,11 +55,13 @@ class Gate:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_refusal: Callable[[str, str], None] | None = None,
+        on_load: Callable[[LoadOutcome], None] | None = None,
     ) -> None:
         self.warden = warden
         self.governor = warden.governor
         self.clock = clock
         self.on_refusal = on_refusal
+        self.on_load = on_load
         self._refs: dict[str, tuple[float, ModelRef]] = {}
         self._loading: dict[tuple[str, str, int | None], asyncio.Future[None]] = {}
         # Admissions run one at a time: two loads that each fit alone must not both go ahead.
@@ -125,8 +127,10 @@ class Gate:
             if self.loaded(ref) is not None:
                 return
             try:
-                self.governor.admit_and_load(ref, context_tokens=context_tokens)
+                outcome = self.governor.admit_and_load(ref, context_tokens=context_tokens)
                 self.loads += 1
+                if self.on_load is not None:
+                    self.on_load(outcome)
             except InsufficientMemory as exc:
                 if self._fits_once_idle(ref, context_tokens):
                     self._refused("busy", ref)

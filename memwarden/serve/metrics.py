@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from memwarden.core.governor import Governor
+from memwarden.core.governor import Governor, LoadOutcome
 from memwarden.core.types import Event
 
 
@@ -98,6 +98,23 @@ class Metrics:
             ["route", "status"],
             registry=self.registry,
         )
+
+        self.estimate_error = Gauge(
+            "memwarden_estimate_error_ratio",
+            "(measured - estimated) / estimated bytes of a model's latest load through memwarden",
+            ["model", "provider"],
+            registry=self.registry,
+        )
+
+    def loaded(self, outcome: LoadOutcome) -> None:
+        """Record how far the estimate admission planned with was from what the load took."""
+        if not outcome.plan.estimates:
+            return
+        estimated = outcome.plan.estimates[0].total_bytes
+        if estimated > 0:
+            model = outcome.loaded
+            error = (model.total_bytes - estimated) / estimated
+            self.estimate_error.labels(model.instance_id or model.name, model.provider).set(error)
 
     def event(self, event: Event) -> None:
         """Count an action the governor took (``action-taken``/``action-failed`` events)."""
