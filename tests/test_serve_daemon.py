@@ -142,3 +142,19 @@ def test_the_serve_command_runs_until_sigterm_and_then_withdraws(tmp_path, monke
             process.send_signal(signal.SIGTERM)
             code = process.wait(30)
     assert (health["service"], code, daemon.state_path().exists()) == ("memwarden", 0, False)
+
+
+def test_plan_answers_from_the_daemons_governor(tmp_path, monkeypatch, run_cli):
+    config = '[pressure]\nmax_managed_memory = "4GiB"\n'
+    with front_door(tmp_path, config=config, announce=True) as (door, _):
+        monkeypatch.setenv("MEMWARDEN_CONFIG", str(tmp_path / "memwarden.toml"))
+        assert wait_for(lambda: daemon.state_path().exists())
+        run_cli("load", "llama3.2")
+        planned = run_cli("plan", "--load", "qwen3", "--json").json()
+        served = [line for line in door.services.control.events if line.kind == "model-loaded"]
+    load_plan = planned["load_plan"]
+    assert (load_plan["fits"], [m["name"] for m in load_plan["evicted"]], len(served)) == (
+        True,
+        ["llama3.2:latest"],
+        1,
+    )

@@ -260,6 +260,7 @@ def create_app(warden: Warden, *, token: str | None = None) -> Starlette:
         Route("/memory/status", control.status, methods=["GET"]),
         Route("/memory/report", control.report, methods=["GET"]),
         Route("/memory/components", control.components, methods=["GET"]),
+        Route("/memory/plan", control.plan, methods=["GET"]),
         Route("/memory/components/{model:path}/load", control.load, methods=["POST"]),
         Route("/memory/components/{model:path}/unload", control.unload, methods=["POST"]),
         Route("/memory/optimize", control.optimize, methods=["POST"]),

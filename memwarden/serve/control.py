@@ -176,6 +176,30 @@ class Control:
 
         return JSONResponse(await anyio.to_thread.run_sync(collect))
 
+    async def plan(self, request: Request) -> JSONResponse:
+        """``GET /memory/plan?load=M&load=N&provider=&priority=&context=``: what `memwarden
+        plan` shows, from this governor (the command line asks here while serve runs)."""
+        from memwarden.cli.plan import compute, plan_data
+        from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS
+
+        query = request.query_params
+        try:
+            priority = int(query["priority"]) if "priority" in query else None
+            context = int(query.get("context", DEFAULT_CONTEXT_TOKENS))
+        except ValueError:
+            return _bad("priority and context must be whole numbers")
+
+        def plan() -> dict[str, Any]:
+            found = compute(
+                self.warden, query.getlist("load"), query.get("provider"), priority, context
+            )
+            return plan_data(found)
+
+        try:
+            return JSONResponse(await anyio.to_thread.run_sync(plan))
+        except MemwardenError as exc:
+            return error_response(exc)
+
     # -- actions ---------------------------------------------------------------------------
 
     async def load(self, request: Request) -> JSONResponse:
