@@ -36,6 +36,8 @@ _DROP_HEADERS = {
     "host",
     "authorization",
     "content-encoding",
+    # httpx asks for (and decodes) compression itself; the client gets the decoded bytes.
+    "accept-encoding",
 }
 
 
@@ -353,7 +355,7 @@ class _Stream:
     async def chunks(self) -> AsyncIterator[bytes]:
         tail = b""
         try:
-            async for chunk in self.answer.aiter_raw():
+            async for chunk in self.answer.aiter_bytes():
                 if self.call.time_to_first_token_s is None:
                     self.call.time_to_first_token_s = time.perf_counter() - self.started
                 tail = (tail + chunk)[-4096:]
