@@ -26,7 +26,12 @@ from memwarden.core.errors import (
     MemwardenError,
     ProviderError,
 )
-from memwarden.core.providers import Provider
+from memwarden.core.providers import (
+    Provider,
+    accepts_load_options,
+    ignored_options,
+    load_options,
+)
 from memwarden.core.sessions import SessionRegistry
 from memwarden.core.strategy import (
     ModelKey,
@@ -618,7 +623,7 @@ class Governor:
                 touched.add(model_key(outcome.reloaded))
             outcomes.append(outcome)
             if outcome.ok:
-                expected_total += action.expected_freed_bytes
+                expected_total += _expected_in_figure(outcome)
             # Relieved: the level that triggered this round is left. What remains of a lower
             # level is the next round's work, with that level's (gentler) strategies.
             if current.level < reading.level or current.level == PressureLevel.NORMAL:
@@ -1072,7 +1077,12 @@ class Governor:
         options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
         """``ensure()`` then load through the model's provider, remembering its priority
-        (the configured one when none is given)."""
+        (the configured one when none is given).
+
+        ``options`` are estimate_model_size options: admission sizes the load with them, and
+        their runtime options (``runtime``, ``batch_tokens``, ``kv_type``...;
+        :data:`memwarden.core.providers.LOAD_OPTION_KEYS`) go to ``Provider.load`` so that the
+        runtime loads what was budgeted."""
         return self.admit_and_load(
             model,
             priority,
@@ -1103,7 +1113,18 @@ class Governor:
             options=options,
         )
         priority = plan.priority
-        loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+        # The runtime loads with the options admission sized it with.
+        runtime = load_options(options)
+        if runtime and accepts_load_options(provider):
+            loaded = provider.load(
+                ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s, options=runtime
+            )
+        else:
+            if runtime:
+                ignored_options(provider.name, runtime, ())
+            loaded = provider.load(
+                ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s
+            )
         self._priorities[model_key(loaded)] = priority
         self.models_changed(loaded=[loaded])
         evicted = [m.instance_id or m.name for m in plan.evicted]
@@ -1131,6 +1152,16 @@ class Governor:
 
 # The key of LoadPlan.needed for the limit on concurrently loaded models.
 MAX_LOADED = admission.MAX_LOADED
+
+
+def _expected_in_figure(outcome: ActionOutcome) -> int:
+    """What a taken action is expected to free, in the figure of its pool: an unload frees
+    what its process held (measured from the loaded-model list at once, resident in system
+    RAM), not the committed figure strategies propose with; other actions, their estimate."""
+    expected = outcome.action.expected_freed_bytes
+    if outcome.action.kind == UNLOAD and outcome.measured_freed_bytes is not None:
+        return max(0, min(expected, outcome.measured_freed_bytes))
+    return expected
 
 
 def _identity(action: Action) -> tuple[str, str, str | None, str | None]:

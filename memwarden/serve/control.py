@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import time
 from typing import Any
 
@@ -211,14 +212,17 @@ class Control:
             context = int(query["ctx"]) if "ctx" in query else None
             priority = int(query["priority"]) if "priority" in query else None
             keep_alive = float(query["keep_alive"]) if "keep_alive" in query else None
+            options = json.loads(query["options"]) if "options" in query else None
         except ValueError:
-            return _bad("ctx and priority must be whole numbers, keep_alive a number")
+            return _bad("ctx and priority must be whole numbers, keep_alive a number, options JSON")
+        if options is not None and not isinstance(options, dict):
+            return _bad("options must be a JSON object of runtime options")
         provider = query.get("provider")
 
         def load() -> dict[str, Any]:
             ref = self.warden.model_ref(model, provider, need_provider=True)
             outcome = self.governor.admit_and_load(
-                ref, priority, context_tokens=context, keep_alive_s=keep_alive
+                ref, priority, context_tokens=context, keep_alive_s=keep_alive, options=options
             )
             if self.gate.on_load is not None:
                 self.gate.on_load(outcome)
