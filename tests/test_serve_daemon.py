@@ -158,3 +158,18 @@ def test_plan_answers_from_the_daemons_governor(tmp_path, monkeypatch, run_cli):
         ["llama3.2:latest"],
         1,
     )
+
+
+def test_loads_runtime_options_go_to_the_daemon(running, run_cli):
+    door, _ = running
+
+    def error_after_load(*flags: str) -> float:
+        assert run_cli("load", "qwen3", *flags).exit_code == 0
+        run_cli("unload", "qwen3")
+        line = 'memwarden_estimate_error_ratio{model="qwen3:latest",provider="ollama"}'
+        rows = door.services.metrics.render().decode().splitlines()
+        [value] = [row.split(" ")[-1] for row in rows if row.startswith(line)]
+        return float(value)
+
+    # A q8_0 KV cache is smaller: the daemon's estimate shrinks, the fake's load does not.
+    assert error_after_load("--kv-type", "q8_0") > error_after_load()
