@@ -323,6 +323,17 @@ class PickConfig:
 
 
 @attrs.frozen
+class ServeConfig:
+    """``memwarden serve``: where the front door listens, and the token that guards it."""
+
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=11435, validator=[v.instance_of(int), v.ge(1), v.le(65535)])
+    # Bearer token for state-changing endpoints; required to bind anything but loopback
+    # ($MEMWARDEN_TOKEN overrides it).
+    token: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
 class NoOptions:
     """The options of a plugin that takes none: any key in its table is an unknown key."""
 
@@ -348,6 +359,7 @@ class Config:
     # Per-model policy, keyed by the model's name (or a provider's instance id).
     models: Mapping[str, ModelPolicy] = attrs.field(factory=dict)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    serve: ServeConfig = attrs.field(factory=ServeConfig)
     # Where the values came from: the file, or None when everything is a default.
     path: Path | None = attrs.field(default=None, eq=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)

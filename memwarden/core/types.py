@@ -238,8 +238,9 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
-    # Seconds from the request to its first token, where the call streamed; None otherwise.
-    ttft_s: float | None = None
+    # Seconds from the request to its first token or chunk, where the call streamed (through
+    # `memwarden serve`); None otherwise.
+    time_to_first_token_s: float | None = None
 
 
 @attrs.frozen

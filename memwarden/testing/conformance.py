@@ -135,7 +135,7 @@ def sample_records() -> dict[str, Any]:
             success=False,
             prompt_tokens=12,
             error="ProviderUnavailable: connection refused",
-            ttft_s=0.125,
+            time_to_first_token_s=0.125,
         ),
         "action": ActionRecord(
             at=1_700_000_003.5,
