@@ -161,13 +161,16 @@ class StrategyContext:
     def find(self, action: Action) -> list[LoadedModel]:
         """The loaded models an action targets: its instance, or every instance of its model
         on its provider."""
+        return list(self._find(action))
+
+    def _find(self, action: Action) -> Sequence[LoadedModel]:
+        # find() without the copy, for the core's checks of every proposal.
         if action.provider is None:
-            return []
-        if action.instance_id is not None:
-            return list(self._by_key.get((action.provider, action.instance_id), ()))
-        if action.model is None:
-            return []
-        return list(self._by_key.get((action.provider, action.model), ()))
+            return ()
+        name = action.instance_id if action.instance_id is not None else action.model
+        if name is None:
+            return ()
+        return self._by_key.get((action.provider, name), ())
 
     @functools.cached_property
     def _by_key(self) -> dict[ModelKey, list[LoadedModel]]:
@@ -215,7 +218,7 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
     if kind in (ActionKind.UNLOAD, ActionKind.SHRINK_CONTEXT):
         if action.model is None or action.provider is None:
             return f"a {kind} action needs model and provider"
-        targets = context.find(action)
+        targets = context._find(action)
         if not targets:
             return f"{action_target(action)!r} is not loaded in provider {action.provider!r}"
         if kind == ActionKind.SHRINK_CONTEXT:
@@ -262,34 +265,45 @@ def policy_refusal(action: Action, context: StrategyContext) -> Refusal | None:
     """
     if action.kind not in (ActionKind.UNLOAD, ActionKind.SHRINK_CONTEXT):
         return None
-    targets = context.find(action)
+    targets = context._find(action)
+    below_emergency = context.level < PressureLevel.EMERGENCY
     if not targets and action.model is not None:
         # Not (or no longer) listed: judge by the configuration alone.
         policy = context.config.model_policy(action.instance_id, action.model)
-        targets_policies = [(action_target(action) or action.model, policy, 0)]
-    else:
-        targets_policies = [
-            (m.instance_id or m.name, context.policy(m), context.requests_in_flight(m))
-            for m in targets
-        ]
-    below_emergency = context.level < PressureLevel.EMERGENCY
+        return _refusal(action, action_target(action) or action.model, policy, 0, context.level)
+    for model in targets:
+        policy = context.policy(model)
+        # Requests in flight matter only below EMERGENCY (and are asked for only then).
+        in_flight = context.requests_in_flight(model) if below_emergency else 0
+        refusal = _refusal(
+            action, model.instance_id or model.name, policy, in_flight, context.level
+        )
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _refusal(
+    action: Action, label: str, policy: ModelPolicy, in_flight: int, level: PressureLevel
+) -> Refusal | None:
+    # policy_refusal's rules for one target model.
+    if not (policy.critical or policy.pinned or in_flight > 0):
+        return None
+    below_emergency = level < PressureLevel.EMERGENCY
     verb = "unloaded" if action.kind == ActionKind.UNLOAD else "shrunk"
-    for label, policy, in_flight in targets_policies:
-        if policy.critical:
-            return Refusal(
-                "critical", label, f"{label} is critical: it is never {verb}, at any level"
-            )
-        if policy.pinned and below_emergency:
-            return Refusal(
-                "pinned",
-                label,
-                f"{label} is pinned: it is {verb} only in an EMERGENCY (now {context.level})",
-            )
-        if in_flight > 0 and below_emergency:
-            return Refusal(
-                "in-flight",
-                label,
-                f"{label} is serving {in_flight} request(s): it is {verb} only in an "
-                f"EMERGENCY (now {context.level})",
-            )
+    if policy.critical:
+        return Refusal("critical", label, f"{label} is critical: it is never {verb}, at any level")
+    if policy.pinned and below_emergency:
+        return Refusal(
+            "pinned",
+            label,
+            f"{label} is pinned: it is {verb} only in an EMERGENCY (now {level})",
+        )
+    if in_flight > 0 and below_emergency:
+        return Refusal(
+            "in-flight",
+            label,
+            f"{label} is serving {in_flight} request(s): it is {verb} only in an "
+            f"EMERGENCY (now {level})",
+        )
     return None

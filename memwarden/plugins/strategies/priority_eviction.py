@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, model_key, unload_action
-from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "priority-eviction"
@@ -17,6 +17,9 @@ NAME = "priority-eviction"
 OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.CRITICAL
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.UNLOAD})
 
 
 @hookimpl

@@ -25,6 +25,9 @@ COST = 3.0
 PRIORITY_COST = 6.0
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.SHRINK_CONTEXT})
 
 
 def shrink_cost(priority: int, lowest_priority: int) -> float:
