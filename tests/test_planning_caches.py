@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import attrs
+
 from memwarden.core.governor import Governor
+from memwarden.core.strategy import Usage
 from memwarden.core.types import Action, ActionKind, PressureReading
 from memwarden.hookspecs import hookimpl
 from memwarden.testing.fakes import GIB, make_rig
@@ -82,3 +85,13 @@ def test_plans_on_the_same_reading_evict_the_same_models():
     governor.observe(reading)
     plans = [governor.plan_load(["new"], priority=5, reading=reading) for _ in range(3)]
     assert [[a.instance_id for a in p.evictions] for p in plans] == [["a#1", "b#2"]] * 3
+
+
+def test_a_usage_copy_has_every_field_of_the_original():
+    usage = Usage(uses=3, last_used_at=1.5, last_idle_since=2.5, was_busy=True, last_seen_at=4.5)
+    copied = usage.copy()
+    assert (copied == usage, copied is usage, [f.name for f in attrs.fields(Usage)]) == (
+        True,
+        False,
+        ["uses", "last_used_at", "last_idle_since", "was_busy", "last_seen_at"],
+    )

