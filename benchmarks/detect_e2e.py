@@ -5,8 +5,8 @@ memory cgroup with a limit, and a real monitor in the same cgroup reaches ``on_p
     sudo .venv/bin/python benchmarks/detect_e2e.py --quick    # 8
 
 Needs a cgroup v1 memory controller that this process may create a child in (root, or a
-delegated sub-tree); elsewhere it says why it skipped (a cgroup v2 variant is not written). The child
-gets a 512 MiB limit; the monitor (``memwarden.core.monitor.Monitor`` with the system plugin
+delegated sub-tree); elsewhere it says why it skipped (there is no cgroup v2 variant yet).
+The child gets a 512 MiB limit; the monitor (``memwarden.core.monitor.Monitor`` with the system plugin
 and a strategy that notes the time of each ``on_pressure``) runs in it, and for each trial an
 allocator process joins it and touches 8 MiB every 10 ms until it is past 92% of the limit,
 holds that for 1.5 s and exits. Latency: from the start of the step that took the cgroup's
