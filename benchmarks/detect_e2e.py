@@ -5,15 +5,15 @@ memory cgroup with a limit, and a real monitor in the same cgroup reaches ``on_p
     sudo .venv/bin/python benchmarks/detect_e2e.py --quick    # 8
 
 Needs a cgroup v1 memory controller that this process may create a child in (root, or a
-delegated sub-tree); elsewhere it says why it skipped (there is no cgroup v2 variant yet).
-The child gets a 512 MiB limit; the monitor (``memwarden.core.monitor.Monitor`` with the system plugin
-and a strategy that notes the time of each ``on_pressure``) runs in it, and for each trial an
-allocator process joins it and touches 8 MiB every 10 ms until it is past 92% of the limit,
-holds that for 1.5 s and exits. Latency: from the start of the step that took the cgroup's
-working set (usage minus inactive file cache, what the system plugin counts as used) past
-``critical_percent`` to the first ``on_pressure`` at CRITICAL or above. Three ways, in the same
-run: kernel events and the adaptive interval (the defaults), the adaptive interval alone, and
-timed sampling at the level's interval only (as before).
+delegated sub-tree); elsewhere it says why it skipped (there is no cgroup v2 variant yet). The
+child gets a 512 MiB limit; the monitor (``memwarden.core.monitor.Monitor`` with the system
+plugin and a strategy that notes the time of each ``on_pressure``) runs in it, and for each
+trial an allocator process joins it and touches 8 MiB every 10 ms until it is past 92% of the
+limit, holds that for 1.5 s and exits. Latency: from the start of the step that took the
+cgroup's working set (usage minus inactive file cache, what the system plugin counts as used)
+past ``critical_percent`` to the first ``on_pressure`` at CRITICAL or above. Three ways, in the
+same run: kernel events and the adaptive interval (the defaults), the adaptive interval alone,
+and timed sampling at the level's interval only (as before).
 """
 
 from __future__ import annotations
