@@ -152,19 +152,17 @@ def order_actions(actions: Sequence[Action], needed: Mapping[str, int]) -> list[
     """
     overall = max(needed.values(), default=0)
 
-    def deficit(action: Action) -> int:
-        if action.pool_id is not None and action.pool_id in needed:
-            return needed[action.pool_id]
-        return overall
-
     def sort_key(action: Action) -> tuple[float, bool, int, str, str]:
-        covers = action.expected_freed_bytes >= deficit(action)
+        # Inlined (deficit, action_target): the ladder orders thousands of proposals a round.
+        pool = action.pool_id
+        deficit = needed[pool] if pool is not None and pool in needed else overall
+        freed = action.expected_freed_bytes
         return (
             action.cost,
-            not covers,
-            -action.expected_freed_bytes,
+            freed < deficit,  # does not cover the deficit
+            -freed,
             action.strategy,
-            action_target(action) or "",
+            action.instance_id or action.model or "",
         )
 
     useful = [a for a in actions if a.expected_freed_bytes > 0 or a.kind == REFUSE_LOADS]

@@ -28,7 +28,7 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
         return None
     emergency = reading.level >= PressureLevel.EMERGENCY
     candidates = []
-    priorities = {}
+    priorities = []
     for model in context.loaded_models:
         policy = context.policy(model)
         if policy.pinned or policy.critical:
@@ -36,14 +36,15 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
         if context.requests_in_flight(model) > 0 and not emergency:
             continue
         candidates.append(model)
-        priorities[model_key(model)] = policy.priority
+        priorities.append(policy.priority)
     costs = context.eviction_costs(candidates)
+    level = str(reading.level)
     return [
         unload_action(
             model,
             NAME,
             costs[model_key(model)],
-            f"relieve {reading.level} pressure (priority {priorities[model_key(model)]})",
+            f"relieve {level} pressure (priority {priority})",
         )
-        for model in candidates
+        for model, priority in zip(candidates, priorities, strict=True)
     ]
