@@ -235,16 +235,25 @@ def frees(model: LoadedModel, snapshot: DeviceSnapshot) -> dict[str, int]:
     does not say which GPU; with several, no GPU relief is counted rather than guessed); the rest
     counts towards the model's home pool, unified memory where there is one, else system RAM.
     """
+    return _frees(model, *_relief_pools(snapshot))
+
+
+def _relief_pools(snapshot: DeviceSnapshot) -> tuple[str | None, str | None]:
+    # The one GPU pool (None when there are none or several) and the home pool: what frees()
+    # needs of a snapshot, found once for all the loaded models.
+    gpus = [p.id for p in snapshot.pools if p.kind is PoolKind.GPU]
+    return (gpus[0] if len(gpus) == 1 else None), home_pool(snapshot)
+
+
+def _frees(model: LoadedModel, gpu: str | None, home: str | None) -> dict[str, int]:
     gains: dict[str, int] = {
         MANAGED_CAP: model.total_bytes,
         MAX_LOADED: 1,
         REFUSING: model.total_bytes,
     }
-    gpus = [p.id for p in snapshot.pools if p.kind is PoolKind.GPU]
-    on_gpu = model.gpu_bytes if len(gpus) == 1 else 0
-    if on_gpu:
-        gains[gpus[0]] = on_gpu
-    home = home_pool(snapshot)
+    on_gpu = 0
+    if gpu is not None and model.gpu_bytes:
+        on_gpu = gains[gpu] = model.gpu_bytes
     if home is not None:
         gains[home] = gains.get(home, 0) + model.total_bytes - on_gpu
     return gains
@@ -412,9 +421,10 @@ def candidates(
         else:
             evictable.append(model)
     prices = costs(evictable) if evictable else []
+    gpu, home = _relief_pools(snapshot)
     found = sorted(
         (
-            Eviction(model, cost, frees(model, snapshot))
+            Eviction(model, cost, _frees(model, gpu, home))
             for model, cost in zip(evictable, prices, strict=True)
         ),
         key=lambda e: e.cost,

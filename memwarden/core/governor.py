@@ -1037,8 +1037,17 @@ class Governor:
         )
         refused = self.refusing(reading)
 
+        # Each model's policy once per plan: candidates() and the costs both ask for it.
+        policies: dict[int, ModelPolicy] = {}
+
+        def policy_of(model: LoadedModel) -> ModelPolicy:
+            found = policies.get(id(model))
+            if found is None:
+                found = policies[id(model)] = self.policy(model)
+            return found
+
         def costs(candidates: Sequence[LoadedModel]) -> list[float]:
-            found = self.eviction_costs(candidates)
+            found = self.eviction_costs(candidates, policy_of=policy_of)
             return [found[model_key(m)] for m in candidates]
 
         refusing = None if refused is None else f"memory pressure is {reading.level}: {refused}"
@@ -1060,7 +1069,7 @@ class Governor:
             evictable = admission.candidates(
                 loaded,
                 reading.snapshot,
-                policy_of=self.policy,
+                policy_of=policy_of,
                 costs=costs,
                 priority=priority,
                 refusing=refusing,
@@ -1075,7 +1084,7 @@ class Governor:
             estimates,
             reading.snapshot,
             loaded,
-            policy_of=self.policy,
+            policy_of=policy_of,
             costs=costs,
             config=self.warden.config,
             priority=priority,
