@@ -170,7 +170,8 @@ def _under(root: Path, absolute: str) -> Path:
 # Kernel files stay open between snapshots and are read again with pread at offset 0 (procfs
 # and cgroupfs regenerate their text for each read from the start): 7 us instead of 12 us for
 # an open, read and close of /proc/meminfo. Only /proc and /sys: a recorded tree's files are
-# opened afresh, so a test that rewrites one is read as written.
+# opened afresh, so a test that rewrites one is read as written. Not /proc/self, which names
+# the process that opened it (a forked child would read its parent's).
 _open_files: dict[str, int] = {}
 _open_lock = threading.Lock()
 _KERNEL_PREFIXES = ("/proc/", "/sys/")
@@ -178,7 +179,7 @@ _KERNEL_PREFIXES = ("/proc/", "/sys/")
 
 def _read(path: Path) -> str:
     name = str(path)
-    if name.startswith(_KERNEL_PREFIXES):
+    if name.startswith(_KERNEL_PREFIXES) and not name.startswith("/proc/self/"):
         with _open_lock:
             fd = _open_files.get(name)
             if fd is not None:
