@@ -50,6 +50,7 @@ _LAZY: dict[str, str] = {
     "PressureLevel": _TYPES,
     "PressureReading": _TYPES,
     "ProviderStatus": _TYPES,
+    "ResidentEstimate": _TYPES,
     "UsageRecord": _TYPES,
     # core/errors.py
     "ConfigError": _ERRORS,
@@ -112,6 +113,7 @@ __all__ = [
     "ProviderError",
     "ProviderStatus",
     "ProviderUnavailable",
+    "ResidentEstimate",
     "StateError",
     "StrategyContext",
     "UnknownPluginError",
@@ -166,6 +168,7 @@ if TYPE_CHECKING:
         PressureLevel,
         PressureReading,
         ProviderStatus,
+        ResidentEstimate,
         UsageRecord,
     )
 

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from plugin_dists import installed
 
-DIST = Path(__file__).parent / "plugin_dist" / "memwarden-example"
 MEMWARDEN = [sys.executable, "-m", "memwarden"]
 
 
 @pytest.fixture(scope="module")
 def installed_example_plugin(tmp_path_factory):
-    # Built from a copy so that the build leaves nothing behind in the source tree.
-    source = tmp_path_factory.mktemp("dist") / DIST.name
-    shutil.copytree(DIST, source)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
-        [*pip, "install", "--no-deps", "--no-build-isolation", str(source)],
-        check=True,
-        capture_output=True,
-    )
-    yield
-    subprocess.run([*pip, "uninstall", "-y", "memwarden-example"], check=True, capture_output=True)
+    with installed("memwarden-example", tmp_path_factory):
+        yield
 
 
 def memwarden(*args: str, plugins: str | None = None, cwd: Path) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from ollama_server import FakeOllama, Loaded, serve
+from plugin_dists import installed
 
-DIST = Path(__file__).parent / "plugin_dist" / "memwarden-greedy"
 # Ollama and every built-in strategy, plus the greedy one; no device plugin, so that the level
 # comes from the managed-memory cap alone, whatever this host's memory reads.
 PLUGINS = ",".join(
@@ -37,16 +36,8 @@ PINNED_MODEL = "deepseek-r1:latest"
 
 @pytest.fixture(scope="module")
 def installed_greedy_strategy(tmp_path_factory):
-    source = tmp_path_factory.mktemp("dist") / DIST.name
-    shutil.copytree(DIST, source)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
-        [*pip, "install", "--no-deps", "--no-build-isolation", str(source)],
-        check=True,
-        capture_output=True,
-    )
-    yield
-    subprocess.run([*pip, "uninstall", "-y", "memwarden-greedy"], check=True, capture_output=True)
+    with installed("memwarden-greedy", tmp_path_factory):
+        yield
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from memwarden.core.serialize import to_data
 from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
 from memwarden.core.warden import Warden
 from memwarden.estimation.model_files import read_metadata_file
+from memwarden.estimation.profiles import PROFILES
 from memwarden.estimation.sizing import KV_CACHE_TYPES
 
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -40,18 +41,69 @@ def _model_options(command: Any) -> Any:
             help="Context length per sequence, in tokens.",
         ),
         click.option(
+            "--runtime",
+            type=click.Choice(sorted(PROFILES)),
+            default=None,
+            help="Size for this runtime's defaults (docs/estimation.md, runtime profiles); "
+            "default: the provider's runtime for a provider's model, else llama-server's.",
+        ),
+        click.option(
             "--kv-type",
             type=click.Choice(KV_CACHE_TYPES, case_sensitive=False),
-            default="f16",
-            show_default=True,
-            help="KV cache type (llama.cpp --cache-type-k/-v).",
+            default=None,
+            help="KV cache type of K and V (llama.cpp --cache-type-k/-v) [default: f16].",
+        ),
+        click.option(
+            "--kv-type-k",
+            type=click.Choice(KV_CACHE_TYPES, case_sensitive=False),
+            default=None,
+            help="K cache type alone (llama.cpp --cache-type-k).",
+        ),
+        click.option(
+            "--kv-type-v",
+            type=click.Choice(KV_CACHE_TYPES, case_sensitive=False),
+            default=None,
+            help="V cache type alone (llama.cpp --cache-type-v); a quantised one needs flash "
+            "attention.",
         ),
         click.option(
             "--parallel",
             type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="Sequences served at once; each gets --ctx tokens.",
+            default=None,
+            help="Sequences served at once; each gets --ctx tokens [default: 1].",
+        ),
+        click.option(
+            "--batch",
+            "batch_tokens",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Logical batch, llama.cpp -b [default: the runtime's].",
+        ),
+        click.option(
+            "--ubatch",
+            "ubatch_tokens",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Micro-batch, llama.cpp -ub [default: the runtime's]; sizes the compute buffer.",
+        ),
+        click.option(
+            "--flash-attn/--no-flash-attn",
+            "flash_attention",
+            default=None,
+            help="Flash attention on or off [default: the runtime's].",
+        ),
+        click.option(
+            "--swa-full/--no-swa-full",
+            "swa_full",
+            default=None,
+            help="Full-size sliding-window caches [default: the runtime's].",
+        ),
+        click.option(
+            "--mmap/--no-mmap",
+            "mmap",
+            default=None,
+            help="Weights mapped from the file (page cache, shared and reclaimable) or read into "
+            "the process [default: the runtime's].",
         ),
         click.option(
             "--gpu-layers",
@@ -61,9 +113,9 @@ def _model_options(command: Any) -> Any:
             help="Layers offloaded to a GPU (llama.cpp -ngl); the rest stay in system RAM.",
         ),
         click.option(
-            "--no-flash-attn",
+            "--no-kv-offload",
             is_flag=True,
-            help="Size for flash attention off (the compute buffer then holds full scores).",
+            help="Keep the KV cache of offloaded layers in system RAM (llama.cpp -nkvo).",
         ),
         click.option(
             "--provider",
@@ -84,24 +136,48 @@ def _model_options(command: Any) -> Any:
     return command
 
 
+# The runtime options _model_options collects, as estimate_model_size option keys.
+RUNTIME_OPTION_KEYS = (
+    "runtime",
+    "kv_type",
+    "kv_type_k",
+    "kv_type_v",
+    "parallel",
+    "batch_tokens",
+    "ubatch_tokens",
+    "flash_attention",
+    "swa_full",
+    "mmap",
+)
+
+
+def runtime_options(
+    values: dict[str, Any], gpu_layers: int, no_kv_offload: bool, pool_id: str | None = None
+) -> dict[str, Any]:
+    """The estimate options of the runtime flags given; a flag left out takes the runtime
+    profile's value (or the provider's runtime's) when sizing."""
+    options: dict[str, Any] = {}
+    for key in RUNTIME_OPTION_KEYS:
+        value = values.get(key)
+        if value is not None:
+            options[key] = value.lower() if key.startswith("kv_type") else value
+    if gpu_layers:
+        options["gpu_layers"] = gpu_layers
+        options["pool_id"] = pool_id
+    if no_kv_offload:
+        options["kv_offload"] = False
+    return options
+
+
 def _request(
     warden: Warden,
     model: str,
     provider: str | None,
-    kv_type: str,
-    parallel: int,
-    gpu_layers: int,
-    no_flash_attn: bool,
+    runtime: dict[str, Any],
     metadata_file: Path | None,
-    pool_id: str | None = None,
 ) -> tuple[ModelRef, dict[str, Any]]:
     ref = warden.model_ref(model, provider)
-    options: dict[str, Any] = {"kv_type": kv_type.lower(), "parallel": parallel}
-    if gpu_layers:
-        options["gpu_layers"] = gpu_layers
-        options["pool_id"] = pool_id
-    if no_flash_attn:
-        options["flash_attention"] = False
+    options = dict(runtime)
     if metadata_file is not None:
         try:
             options["metadata"] = json.loads(read_metadata_file(metadata_file))
@@ -113,14 +189,35 @@ def _request(
     return ref, options
 
 
-def _breakdown_rows(estimate: MemoryEstimate) -> list[tuple[str, str]]:
-    return [
-        ("weights", format_bytes(estimate.weights_bytes)),
-        ("KV cache", format_bytes(estimate.kv_cache_bytes)),
-        ("compute buffer", format_bytes(estimate.compute_bytes)),
-        ("runtime overhead", format_bytes(estimate.overhead_bytes)),
-        ("total", format_bytes(estimate.total_bytes)),
+def _breakdown_rows(estimate: MemoryEstimate) -> list[tuple[str, str, str]]:
+    held = estimate.resident
+
+    def resident(value: int | None) -> str:
+        return "-" if value is None else format_bytes(value)
+
+    rows = [
+        (
+            "weights",
+            format_bytes(estimate.weights_bytes),
+            resident(held.weights_bytes if held else None),
+        ),
+        ("KV cache", format_bytes(estimate.kv_cache_bytes), resident(held and held.kv_cache_bytes)),
+        (
+            "compute buffer",
+            format_bytes(estimate.compute_bytes),
+            resident(held and held.compute_bytes),
+        ),
+        (
+            "runtime overhead",
+            format_bytes(estimate.overhead_bytes),
+            resident(held and held.overhead_bytes),
+        ),
     ]
+    if held is not None and held.mapped_weights_bytes:
+        rows.append(("mapped weights (page cache)", "-", format_bytes(held.mapped_weights_bytes)))
+    total = format_bytes(estimate.total_bytes)
+    rows.append(("total", total, format_bytes(estimate.resident_bytes)))
+    return rows
 
 
 def _print_notes(app: AppContext, estimate: MemoryEstimate, extra: tuple[str, ...] = ()) -> None:
@@ -136,32 +233,32 @@ def estimate(
     app: AppContext,
     model: str,
     context_tokens: int,
-    kv_type: str,
-    parallel: int,
     gpu_layers: int,
-    no_flash_attn: bool,
+    no_kv_offload: bool,
     provider: str | None,
     metadata_file: Path | None,
     as_json: bool,
+    **flags: Any,
 ) -> None:
-    """The memory MODEL takes at a context length: weights, KV cache, compute, overhead.
+    """The memory MODEL takes at a context length: committed (what the runtime allocates) and
+    resident (what its process holds), each by part.
 
     MODEL is a GGUF path, an Ollama model name (llama3.2:3b) or an LM Studio model
     (publisher/repo).
     """
-    ref, options = _request(
-        app.warden, model, provider, kv_type, parallel, gpu_layers, no_flash_attn, metadata_file
-    )
+    runtime = runtime_options(flags, gpu_layers, no_kv_offload)
+    ref, options = _request(app.warden, model, provider, runtime, metadata_file)
     result = app.warden.estimate(ref, context_tokens, **options)
     if as_json:
         app.output.emit_json(result)
         return
     out = app.output
     title = (
-        f"{model} at {context_tokens:,} tokens x {parallel}, {kv_type} KV cache "
-        f"({result.estimator}, {result.confidence} confidence)"
+        f"{model} at {context_tokens:,} tokens"
+        + (f" ({flags['runtime']})" if flags.get("runtime") else "")
+        + f" ({result.estimator}, {result.confidence} confidence)"
     )
-    out.table(title, ["PART", "BYTES"], _breakdown_rows(result))
+    out.table(title, ["PART", "COMMITTED", "RESIDENT"], _breakdown_rows(result))
     if result.per_pool:
         out.table(
             "Per pool",
@@ -222,22 +319,22 @@ def fit(
     app: AppContext,
     model: str,
     context_tokens: int,
-    kv_type: str,
-    parallel: int,
     gpu_layers: int,
-    no_flash_attn: bool,
+    no_kv_offload: bool,
     provider: str | None,
     metadata_file: Path | None,
     pool_id: str | None,
     max_ctx: bool,
     priority: int | None,
     as_json: bool,
+    **flags: Any,
 ) -> None:
     """Whether MODEL fits in memory now, where, with how much headroom, and what a load would
     evict first to make room.
 
-    The answer is the admission `memwarden load` goes through. Exits 0 when it fits (possibly
-    after evicting) and 3 when it does not.
+    The answer is the admission `memwarden load` goes through: system RAM budgets the resident
+    figure, GPU and unified memory the committed one ([budget] ram_figure). Exits 0 when it fits
+    (possibly after evicting) and 3 when it does not.
     """
     warden = app.warden
     governor = warden.governor
@@ -247,17 +344,8 @@ def fit(
         if not gpus:
             raise click.UsageError("--gpu-layers needs a GPU pool, and none is reported")
         pool_id = gpus[0]
-    ref, options = _request(
-        warden,
-        model,
-        provider,
-        kv_type,
-        parallel,
-        gpu_layers,
-        no_flash_attn,
-        metadata_file,
-        pool_id,
-    )
+    runtime = runtime_options(flags, gpu_layers, no_kv_offload, pool_id)
+    ref, options = _request(warden, model, provider, runtime, metadata_file)
 
     def fit_at(tokens: int) -> LoadPlan:
         return governor.plan_load(

@@ -123,6 +123,42 @@ def configured_priority(config: Config, names: Sequence[str]) -> int:
     return min(priorities, default=config.model_policy().priority)
 
 
+# -- the figure each pool is budgeted with -------------------------------------------------
+
+
+def uses_resident(kind: PoolKind, config: Config) -> bool:
+    """Whether models are budgeted in a pool of ``kind`` with their resident figure: system RAM
+    does unless ``[budget] ram_figure = "committed"``; GPU and unified memory never do (a GPU
+    backend and Metal hold every byte they reserve)."""
+    return kind is PoolKind.SYSTEM and config.budget.ram_figure == "resident"
+
+
+def estimate_bytes(estimate: MemoryEstimate, kind: PoolKind, config: Config) -> int:
+    """The bytes ``estimate`` needs in a pool of ``kind``: resident or committed."""
+    return estimate.resident_bytes if uses_resident(kind, config) else estimate.total_bytes
+
+
+def weights_in(estimate: MemoryEstimate, kind: PoolKind, config: Config) -> int:
+    """The weights part of :func:`estimate_bytes` (the resident figure's private and mapped
+    weights in system RAM)."""
+    if uses_resident(kind, config) and estimate.resident is not None:
+        return estimate.resident.weights_bytes + estimate.resident.mapped_weights_bytes
+    return estimate.weights_bytes
+
+
+def loaded_bytes(model: LoadedModel, kind: PoolKind, config: Config) -> int:
+    """What a loaded model holds in a pool of ``kind``, in that pool's figure: its measured
+    resident size in system RAM where the provider measures it, else its committed total."""
+    if uses_resident(kind, config) and model.resident_bytes is not None:
+        return min(model.resident_bytes, model.total_bytes)
+    return model.total_bytes
+
+
+def _kind(snapshot: DeviceSnapshot, pool_id: str) -> PoolKind:
+    pool = snapshot.pool(pool_id)
+    return pool.kind if pool is not None else PoolKind.SYSTEM
+
+
 # -- step 1: need --------------------------------------------------------------------------
 
 
@@ -184,10 +220,20 @@ def need(
                 if snapshot.pool(share.pool_id) is None:
                     return Need((), {}, _unknown_pool(share.pool_id, snapshot), **context)
                 part = estimate.weights_bytes * share.bytes // max(1, estimate.total_bytes)
-                add(share.pool_id, share.bytes, part)
+                share_bytes = share.bytes
+                if uses_resident(_kind(snapshot, share.pool_id), config):
+                    # System RAM's share of a split model, no more than the process holds.
+                    share_bytes = min(share.bytes, estimate.resident_bytes)
+                    part = min(part, share_bytes)
+                add(share.pool_id, share_bytes, part)
         else:
-            target = pool_id or _place(estimate.total_bytes, snapshot, placed, margin_percent)
-            add(target, estimate.total_bytes, estimate.weights_bytes)
+            target = pool_id or _place(estimate, snapshot, placed, margin_percent, config)
+            kind = _kind(snapshot, target)
+            add(
+                target,
+                estimate_bytes(estimate, kind, config),
+                weights_in(estimate, kind, config),
+            )
     placement = tuple(
         pool_fit(pool, placed[pool.id], weights[pool.id], margin_percent)
         for pool in snapshot.pools
@@ -205,17 +251,24 @@ def need(
 
 
 def _place(
-    total: int, snapshot: DeviceSnapshot, placed: Mapping[str, int], margin_percent: float
+    estimate: MemoryEstimate,
+    snapshot: DeviceSnapshot,
+    placed: Mapping[str, int],
+    margin_percent: float,
+    config: Config,
 ) -> str:
-    """The pool a whole model goes to: the accelerator with the most room that fits, else
-    system RAM, else (no system pool) the pool with the most room."""
+    """The pool a whole model goes to: the accelerator with the most room that fits (committed
+    figure), else system RAM, else (no system pool) the pool with the most room."""
 
     def room(pool: MemoryPool) -> int:
         margin = int(pool.total_bytes * margin_percent / 100)
         return pool.available_bytes - margin - placed.get(pool.id, 0)
 
     accelerators = [
-        p for p in snapshot.pools if p.kind in (PoolKind.GPU, PoolKind.UNIFIED) and room(p) >= total
+        p
+        for p in snapshot.pools
+        if p.kind in (PoolKind.GPU, PoolKind.UNIFIED)
+        and room(p) >= estimate_bytes(estimate, p.kind, config)
     ]
     if accelerators:
         return max(accelerators, key=room).id
@@ -228,24 +281,35 @@ def _unknown_pool(pool_id: str, snapshot: DeviceSnapshot) -> str:
     return f"no memory pool {pool_id!r} (pools: {known})"
 
 
-def frees(model: LoadedModel, snapshot: DeviceSnapshot) -> dict[str, int]:
+def frees(
+    model: LoadedModel, snapshot: DeviceSnapshot, config: Config | None = None
+) -> dict[str, int]:
     """What evicting a loaded model gives back, per key of :attr:`Need.short`.
 
     Its ``gpu_bytes`` count towards the GPU pool when there is exactly one (a ``LoadedModel``
     does not say which GPU; with several, no GPU relief is counted rather than guessed); the rest
-    counts towards the model's home pool, unified memory where there is one, else system RAM.
+    counts towards the model's home pool, unified memory where there is one, else system RAM,
+    in that pool's figure (:func:`loaded_bytes`: resident in system RAM).
     """
-    return _frees(model, *_relief_pools(snapshot))
+    return _frees(model, *_relief_pools(snapshot), config)
 
 
-def _relief_pools(snapshot: DeviceSnapshot) -> tuple[str | None, str | None]:
-    # The one GPU pool (None when there are none or several) and the home pool: what frees()
-    # needs of a snapshot, found once for all the loaded models.
+def _relief_pools(snapshot: DeviceSnapshot) -> tuple[str | None, str | None, PoolKind]:
+    # The one GPU pool (None when there are none or several), the home pool and its kind: what
+    # frees() needs of a snapshot, found once for all the loaded models.
     gpus = [p.id for p in snapshot.pools if p.kind is PoolKind.GPU]
-    return (gpus[0] if len(gpus) == 1 else None), home_pool(snapshot)
+    home = home_pool(snapshot)
+    kind = _kind(snapshot, home) if home is not None else PoolKind.SYSTEM
+    return (gpus[0] if len(gpus) == 1 else None), home, kind
 
 
-def _frees(model: LoadedModel, gpu: str | None, home: str | None) -> dict[str, int]:
+def _frees(
+    model: LoadedModel,
+    gpu: str | None,
+    home: str | None,
+    home_kind: PoolKind,
+    config: Config | None,
+) -> dict[str, int]:
     gains: dict[str, int] = {
         MANAGED_CAP: model.total_bytes,
         MAX_LOADED: 1,
@@ -255,7 +319,10 @@ def _frees(model: LoadedModel, gpu: str | None, home: str | None) -> dict[str, i
     if gpu is not None and model.gpu_bytes:
         on_gpu = gains[gpu] = model.gpu_bytes
     if home is not None:
-        gains[home] = gains.get(home, 0) + model.total_bytes - on_gpu
+        held = model.total_bytes
+        if config is not None:
+            held = loaded_bytes(model, home_kind, config)
+        gains[home] = gains.get(home, 0) + max(0, held - on_gpu)
     return gains
 
 
@@ -402,9 +469,11 @@ def candidates(
     costs: Callable[[Sequence[LoadedModel]], Sequence[float]],
     priority: int,
     refusing: str | None = None,
+    config: Config | None = None,
 ) -> Candidates:
     """The loaded models a load of ``priority`` may evict, as :class:`Eviction` cheapest first,
-    and a sentence for each one it may not (pinned, critical, busy, higher priority)."""
+    and a sentence for each one it may not (pinned, critical, busy, higher priority). What each
+    frees is counted in its pool's figure under ``config`` (:func:`frees`)."""
     evictable: list[LoadedModel] = []
     kept: list[str] = []
     for model in loaded:
@@ -421,10 +490,10 @@ def candidates(
         else:
             evictable.append(model)
     prices = costs(evictable) if evictable else []
-    gpu, home = _relief_pools(snapshot)
+    gpu, home, home_kind = _relief_pools(snapshot)
     found = sorted(
         (
-            Eviction(model, cost, _frees(model, gpu, home))
+            Eviction(model, cost, _frees(model, gpu, home, home_kind, config))
             for model, cost in zip(evictable, prices, strict=True)
         ),
         key=lambda e: e.cost,
@@ -465,7 +534,13 @@ def admit(
     )
     if evictable is None:
         evictable = candidates(
-            loaded, snapshot, policy_of=policy_of, costs=costs, priority=priority, refusing=refusing
+            loaded,
+            snapshot,
+            policy_of=policy_of,
+            costs=costs,
+            priority=priority,
+            refusing=refusing,
+            config=config,
         )
     candidates_found, kept = evictable
     if needed.reason is not None:

@@ -116,6 +116,10 @@ class BudgetConfig:
 
     # Kept free for the operating system and other programs.
     safety_margin_percent: float = _percent(10.0)
+    # The figure a model is budgeted with in system RAM: "resident" (what its process holds
+    # after a prompt) or "committed" (what the runtime allocates). GPU and unified-memory pools
+    # always use committed: there every reserved byte is held (docs/estimation.md).
+    ram_figure: str = attrs.field(default="resident", validator=v.in_(("resident", "committed")))
 
 
 def _finite(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:

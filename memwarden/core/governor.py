@@ -48,6 +48,7 @@ from memwarden.core.types import (
     LoadedModel,
     MemoryEstimate,
     ModelRef,
+    PoolKind,
     PressureLevel,
     PressureReading,
 )
@@ -717,6 +718,15 @@ class Governor:
             )
         return report
 
+    def _held(self, loaded: Sequence[LoadedModel], action: Action, reading: PressureReading) -> int:
+        """What the loaded models hold in the action's pool's figure (admission.loaded_bytes):
+        resident in system RAM, committed in GPU and unified memory."""
+        snapshot = reading.snapshot
+        pool_id = action.pool_id or admission.home_pool(snapshot)
+        pool = snapshot.pool(pool_id) if pool_id is not None else None
+        kind = pool.kind if pool is not None else PoolKind.SYSTEM
+        return sum(admission.loaded_bytes(m, kind, self.warden.config) for m in loaded)
+
     def _take(
         self, action: Action, before: PressureReading
     ) -> tuple[ActionOutcome, PressureReading]:
@@ -728,6 +738,7 @@ class Governor:
             ), before
         error: str | None = None
         reloaded: LoadedModel | None = None
+        held_before = self._held(self.loaded_models(), action, before)
         try:
             reloaded = self.execute(action)
         except MemwardenError as exc:
@@ -737,7 +748,9 @@ class Governor:
             error = f"{type(exc).__name__}: {exc}"
         after = self.sample()
         self.observe(after)
-        freed = before.managed_bytes - after.managed_bytes
+        # Judged in the figure that is real for the action's pool: in system RAM what the
+        # processes hold (an eviction of a mostly untouched compute buffer frees little there).
+        freed = held_before - self._held(self.loaded_models(), action, after)
         outcome = ActionOutcome(
             action=action,
             ok=error is None,
@@ -1073,6 +1086,7 @@ class Governor:
                 costs=costs,
                 priority=priority,
                 refusing=refusing,
+                config=self.warden.config,
             )
             with self._lock:
                 if len(self._candidates) >= 8:

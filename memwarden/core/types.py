@@ -118,6 +118,35 @@ class Confidence(enum.StrEnum):
 
 
 @attrs.frozen
+class ResidentEstimate:
+    """What a model's process holds in physical memory after loading and after a prompt of
+    ``prompt_tokens``, with its parts. Below the committed figure: llama.cpp reserves its compute
+    buffer for the worst case and a prompt touches only part of it.
+
+    ``mapped_weights_bytes`` are weights read through mmap: page cache, shared between processes
+    that map the same file and reclaimable; they count once however many processes map them.
+    """
+
+    weights_bytes: int
+    mapped_weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    overhead_bytes: int
+    prompt_tokens: int
+    total_bytes: int = attrs.field(init=False)
+
+    @total_bytes.default
+    def _total(self) -> int:
+        return (
+            self.weights_bytes
+            + self.mapped_weights_bytes
+            + self.kv_cache_bytes
+            + self.compute_bytes
+            + self.overhead_bytes
+        )
+
+
+@attrs.frozen
 class MemoryEstimate:
     """What a model costs in memory at a context length, with its parts."""
 
@@ -133,11 +162,24 @@ class MemoryEstimate:
     notes: tuple[str, ...] = ()
     # The context the model was trained for, when the estimator knows it.
     trained_context_tokens: int | None = None
+    # What the process holds (system RAM), where the estimator can tell; None: assume committed.
+    resident: ResidentEstimate | None = None
+    # The committed figure: what the runtime allocates, touched or not (GPU and Metal hold it all).
     total_bytes: int = attrs.field(init=False)
+    resident_bytes: int = attrs.field(init=False)
 
     @total_bytes.default
     def _total(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.overhead_bytes
+
+    @resident_bytes.default
+    def _resident_total(self) -> int:
+        return self.total_bytes if self.resident is None else self.resident.total_bytes
+
+    @property
+    def committed_bytes(self) -> int:
+        """What the runtime allocates: ``total_bytes`` under the name the docs use."""
+        return self.total_bytes
 
 
 @attrs.frozen

@@ -18,8 +18,15 @@ from typing import Any
 import attrs
 
 from memwarden.core.errors import EstimateUnavailable
-from memwarden.core.types import Confidence, MemoryEstimate, ModelRef, PoolShare
+from memwarden.core.types import (
+    Confidence,
+    MemoryEstimate,
+    ModelRef,
+    PoolShare,
+    ResidentEstimate,
+)
 from memwarden.estimation.gguf import GGMLType, ggml_type, shown
+from memwarden.estimation.profiles import profile_options
 
 MiB = 1 << 20
 # llama.cpp pads the KV cache size (cells) to this many; the flash-attention kernels need it.
@@ -93,6 +100,9 @@ class ModelShape:
     expert_count: int = 0
     expert_used_count: int = 0
     expert_feed_forward_length: int = 0
+    # Bytes of weights ggml's CPU backend repacks into interleaved private buffers at load
+    # (Q4_0, Q4_K, IQ4_NL matrices of the blocks): with mmap they are copied out of the mapping.
+    repacked_weights_bytes: int = 0
 
     @property
     def kv_layers(self) -> int:
@@ -114,6 +124,14 @@ class RunSettings:
     kv_unified: bool = False
     gpu_layers: int = 0
     pool_id: str | None = None
+    # Weights mapped from the file (llama.cpp's default) rather than read into private memory.
+    use_mmap: bool = False
+    # The KV cache of offloaded layers stays in system RAM (llama.cpp --no-kv-offload).
+    kv_offload: bool = True
+    # Tokens in the cache when the resident figure is taken; None: a context filled up.
+    prompt_tokens: int | None = None
+    # What the Python binding allocates beside llama.cpp ("llama-cpp-python"), or None.
+    binding: str | None = None
 
     @classmethod
     def from_options(cls, context_tokens: int, options: Mapping[str, Any]) -> RunSettings:
@@ -148,7 +166,19 @@ class RunSettings:
             kv_unified=bool(options.get("kv_unified", False)),
             gpu_layers=int(options.get("gpu_layers") or 0),
             pool_id=options.get("pool_id"),
+            use_mmap=bool(options.get("mmap", False)),
+            kv_offload=bool(options.get("kv_offload", True)),
+            prompt_tokens=_positive_or_none(options.get("prompt_tokens"), "prompt_tokens"),
+            binding=options.get("binding"),
         )
+
+
+def _positive_or_none(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be a positive number of tokens, got {value}")
+    return int(value)
 
 
 # Types llama.cpp accepts for its KV cache (``--cache-type-k/-v``).
@@ -285,7 +315,8 @@ def overhead_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int
     cell_meta = cells * KV_CELL_META_BYTES
     # The output buffer starts with room for one row of logits per sequence.
     outputs = shape.vocab_size * F32_BYTES * run.parallel
-    return vocab + tensors + graph + cell_meta + outputs + DECODE_WORK_BYTES
+    binding, _ = binding_bytes(shape, run)
+    return vocab + tensors + graph + cell_meta + outputs + DECODE_WORK_BYTES + binding
 
 
 @attrs.frozen
@@ -333,7 +364,8 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
             gpu_bytes += sum(layer_bytes[i] for i in offloaded if i < len(layer_bytes))
         else:
             gpu_bytes += _even_layer_bytes(shape) * len(offloaded)
-        gpu_bytes += sum(kv_cache_layer_bytes(shape, run, layout, offloaded))
+        if run.kv_offload:
+            gpu_bytes += sum(kv_cache_layer_bytes(shape, run, layout, offloaded))
         if run.gpu_layers > n_layers:
             gpu_bytes += shape.output_weights_bytes
         gpu_bytes += compute
@@ -351,6 +383,124 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
     )
 
 
+# -- what the process holds: the resident figure -------------------------------------------
+
+# Types whose block matrices ggml's CPU backend repacks into its CPU_REPACK buffer on x86-64 with
+# AVX2 and on ARM with NEON (ggml-cpu/repack.cpp), rows a multiple of 8; token embeddings, read
+# by GET_ROWS, never are.
+REPACKED_TYPES = frozenset({"q4_0", "q4_K", "iq4_nl"})
+# llama-cpp-python's LlamaTokenDataArray: id (int32), logit and p (float32) per vocabulary entry.
+BINDING_TOKEN_DATA_BYTES = 12
+
+
+@attrs.frozen
+class ResidentBreakdown:
+    """What the process holds in memory once loaded and after a prompt, by part.
+
+    ``mapped_weights_bytes`` are the weights read through mmap: page cache, shared by every
+    process that maps the same file and reclaimable by the kernel; counted once.
+    """
+
+    weights_bytes: int  # private copies of weights (all of them without mmap; repacked ones)
+    mapped_weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int  # activations of one micro-batch, and the logits row
+    overhead_bytes: int  # runtime heap touched (and the binding's, for llama-cpp-python)
+
+    @property
+    def total_bytes(self) -> int:
+        return (
+            self.weights_bytes
+            + self.mapped_weights_bytes
+            + self.kv_cache_bytes
+            + self.compute_bytes
+            + self.overhead_bytes
+        )
+
+
+def graph_planning_bytes(shape: ModelShape) -> int:
+    """The scheduler's graph-planning buffers: reserved for graph_max_nodes, barely touched on
+    one backend (its split-input copies exist only where a graph crosses backends)."""
+    return max(1024, 8 * shape.tensor_count) * GRAPH_NODE_BYTES
+
+
+def activation_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int:
+    """The part of the compute buffer a prompt touches: ggml's allocator packs the real graph,
+    which asks for one row of logits, not a micro-batch of them.
+
+    Measured with RSS on llama.cpp's CPU backend (docs/estimation.md): the feed-forward block
+    (gate, up and their product: three ``n_ff`` rows per token) beside four hidden-state rows,
+    or without flash attention the score matrix twice (scores and softmax), whichever is larger;
+    plus the masks, which every layer reads. A global cache's mask covers the cells in use (the
+    prompt, padded to 256); a sliding-window cache's covers all its cells.
+    """
+    prompt = run.prompt_tokens or run.context_tokens * run.parallel
+    n_tokens = min(run.ubatch_tokens, run.batch_tokens, prompt)
+    used = min(layout.cells_per_stream, pad(min(prompt, run.context_tokens), KV_CELL_PADDING))
+    kinds = {_is_swa(shape, layer) for layer, n in enumerate(shape.head_count_kv) if n > 0}
+    mask_bytes = F16_BYTES if run.flash_attention else F32_BYTES
+    cells = {swa: min(layout.swa_cells_per_stream, used) if swa else used for swa in kinds}
+    masks = sum(cells.values()) * n_tokens * mask_bytes
+    if shape.expert_count and shape.expert_used_count:
+        ff_width = shape.expert_feed_forward_length * shape.expert_used_count
+    else:
+        ff_width = shape.feed_forward_length
+    feed_forward = n_tokens * F32_BYTES * (3 * ff_width + 4 * shape.embedding_length)
+    attention = 0
+    if not run.flash_attention:
+        n_head = max(shape.head_count, default=0)
+        attention = 2 * max(cells.values(), default=0) * n_tokens * n_head * F32_BYTES
+    logits_row = shape.vocab_size * F32_BYTES
+    return masks + max(feed_forward, attention) + logits_row
+
+
+def binding_bytes(shape: ModelShape, run: RunSettings) -> tuple[int, int]:
+    """What llama-cpp-python's ``Llama`` allocates beside llama.cpp: (committed, resident).
+
+    ``scores``, an n_batch x n_vocab float32 array (numpy leaves it untouched unless
+    ``logits_all``), ``input_ids`` (n_ctx int32), the token data array used by sampling, and
+    ``LlamaBatch(n_batch, n_seq_max=n_ctx)``, whose sequence-id arrays take n_batch x n_ctx int32
+    (malloc'd, touched only where tokens are written).
+    """
+    if run.binding != "llama-cpp-python":
+        return 0, 0
+    n_ctx = pad(run.context_tokens * run.parallel, KV_CELL_PADDING)
+    scores = run.batch_tokens * shape.vocab_size * F32_BYTES
+    token_data = shape.vocab_size * BINDING_TOKEN_DATA_BYTES
+    seq_ids = run.batch_tokens * n_ctx * 4
+    committed = scores + n_ctx * 4 + token_data + seq_ids
+    return committed, token_data
+
+
+def resident(shape: ModelShape, run: RunSettings) -> ResidentBreakdown:
+    """What the process holds after loading and after a prompt (``run.prompt_tokens``, else a
+    full context) in system RAM. Layers offloaded to a GPU hold nothing here but their share of
+    the committed figure is the GPU's (see :func:`estimate`).
+
+    - weights: read into private memory, or mapped (page cache) with ``use_mmap``, where only
+      repacked matrices are copied out of the mapping;
+    - KV cache: cleared at load, so every page is touched;
+    - compute buffer: only the activations a real micro-batch writes (:func:`activation_bytes`);
+    - overhead: all but the graph-planning buffers.
+    """
+    layout = kv_layout(shape, run)
+    breakdown = estimate(shape, run)
+    if run.use_mmap:
+        private_weights = min(shape.repacked_weights_bytes, shape.weights_bytes)
+        mapped = shape.weights_bytes
+    else:
+        private_weights, mapped = shape.weights_bytes, 0
+    binding_committed, binding = binding_bytes(shape, run)
+    overhead = breakdown.overhead_bytes - graph_planning_bytes(shape) - binding_committed
+    return ResidentBreakdown(
+        weights_bytes=private_weights,
+        mapped_weights_bytes=mapped,
+        kv_cache_bytes=breakdown.kv_cache_bytes,
+        compute_bytes=activation_bytes(shape, run, layout),
+        overhead_bytes=max(0, overhead) + binding,
+    )
+
+
 def memory_estimate(
     model: ModelRef,
     context_tokens: int,
@@ -364,10 +514,14 @@ def memory_estimate(
     """The estimate of ``shape`` run as the estimate_model_size ``options`` ask, split per pool
     when layers are offloaded. Every shape-based estimator answers through this."""
     try:
-        run = RunSettings.from_options(context_tokens, options)
+        runtime = options.get("runtime")
+        profile = profile_options(runtime if isinstance(runtime, str) else None, model.provider)
+        given = {key: value for key, value in options.items() if value is not None}
+        run = RunSettings.from_options(context_tokens, {**profile, **given})
     except ValueError as exc:
         raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
     breakdown = estimate(shape, run)
+    held = resident(shape, run)
     per_pool: tuple[PoolShare, ...] = ()
     if breakdown.gpu_bytes:
         per_pool = (
@@ -386,6 +540,14 @@ def memory_estimate(
         per_pool=per_pool,
         notes=(*notes, *breakdown.notes),
         trained_context_tokens=shape.context_length,
+        resident=ResidentEstimate(
+            weights_bytes=held.weights_bytes,
+            mapped_weights_bytes=held.mapped_weights_bytes,
+            kv_cache_bytes=held.kv_cache_bytes,
+            compute_bytes=held.compute_bytes,
+            overhead_bytes=held.overhead_bytes,
+            prompt_tokens=run.prompt_tokens or run.context_tokens * run.parallel,
+        ),
     )
 
 

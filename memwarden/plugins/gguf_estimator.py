@@ -25,6 +25,7 @@ from memwarden.estimation.gguf import GGUFModel, read_model, shown
 from memwarden.estimation.model_files import ModelSearch, find_model_file, looks_like_path
 from memwarden.estimation.sizing import (
     MAX_BLOCK_COUNT,
+    REPACKED_TYPES,
     ModelShape,
     ShapeError,
     memory_estimate,
@@ -115,8 +116,11 @@ def shape_of(gguf: GGUFModel) -> ModelShape:
     layer_bytes: dict[int, int] = {}
     output = 0
     inputs = 0
+    repacked = 0
     for tensor in gguf.tensors:
         size = tensor.nbytes + (-tensor.nbytes) % gguf.alignment
+        if _repacked(tensor):
+            repacked += size
         if tensor.name.startswith(_LAYER_PREFIX):
             index = tensor.name.split(".", 2)[1]
             if index.isascii() and index.isdigit():
@@ -145,7 +149,17 @@ def shape_of(gguf: GGUFModel) -> ModelShape:
             f"the file has tensors of block {layers - 1}, but {shape.architecture}.block_count "
             f"is {shape.block_count}"
         )
-    return shape
+    return attrs.evolve(shape, repacked_weights_bytes=repacked)
+
+
+def _repacked(tensor: Any) -> bool:
+    """Whether ggml's CPU backend repacks this tensor (a block matrix of a repackable type)."""
+    return (
+        tensor.name.startswith(_LAYER_PREFIX)
+        and tensor.type.name in REPACKED_TYPES
+        and len(tensor.shape) == 2
+        and tensor.shape[1] % 8 == 0
+    )
 
 
 def estimate_file(

@@ -4,7 +4,8 @@ It speaks JSON lines: the parent writes one request per line on stdin and reads 
 line on stdout. The first request loads the model; the worker exits when stdin closes, so a
 parent that dies (even by SIGKILL) takes its workers with it, and their memory returns to the OS.
 
-Requests: ``{"op": "load", "path": ..., "n_ctx": ..., "n_threads": ...}``,
+Requests: ``{"op": "load", "path": ..., "n_ctx": ..., "n_threads": ..., "settings": {...}}``
+(settings override :data:`RUNTIME_SETTINGS`),
 ``{"op": "generate", "prompt": ..., "max_tokens": ...}``. Answers: ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "..."}``.
 """
@@ -27,6 +28,22 @@ RUNTIME_SETTINGS: dict[str, Any] = {
     "swa_full": False,
     "n_batch": 2048,
     "n_ubatch": 512,
+    "type_k": "f16",
+    "type_v": "f16",
+    "n_seq_max": 1,
+    "use_mmap": False,
+}
+# ggml type ids of the KV cache types llama.cpp accepts (ggml.h's enum ggml_type).
+KV_TYPE_IDS = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "iq4_nl": 20,
+    "bf16": 30,
 }
 
 
@@ -78,32 +95,45 @@ class Runtime:
     262k-token vocabulary), which is the binding's cost, not the runtime's.
     """
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        n_ctx: int,
+        n_threads: int | None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         from llama_cpp import _internals
         from llama_cpp import llama_cpp as capi
 
         self._capi = capi
+        self.settings = {**RUNTIME_SETTINGS, **(settings or {})}
+        run = self.settings
         model_params = capi.llama_model_default_params()
-        # No mmap: the weights live in this process's anonymous memory, so what it holds is
-        # what the model really costs and ending the process gives every byte back.
-        model_params.load_mode = capi.LLAMA_LOAD_MODE_NONE
+        # No mmap by default: the weights live in this process's anonymous memory, so what it
+        # holds is what the model really costs and ending the process gives every byte back.
+        if not run["use_mmap"]:
+            model_params.load_mode = capi.LLAMA_LOAD_MODE_NONE
         model_params.n_gpu_layers = 0
         self.model = _internals.LlamaModel(path_model=path, params=model_params, verbose=False)
         params = capi.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = RUNTIME_SETTINGS["n_batch"]
-        params.n_ubatch = RUNTIME_SETTINGS["n_ubatch"]
-        params.swa_full = RUNTIME_SETTINGS["swa_full"]
+        # n_ctx is per sequence, as memwarden's estimate counts it; llama.cpp's is the total.
+        params.n_ctx = n_ctx * int(run["n_seq_max"])
+        params.n_seq_max = int(run["n_seq_max"])
+        params.n_batch = int(run["n_batch"])
+        params.n_ubatch = int(run["n_ubatch"])
+        params.swa_full = bool(run["swa_full"])
+        params.type_k = KV_TYPE_IDS[str(run["type_k"])]
+        params.type_v = KV_TYPE_IDS[str(run["type_v"])]
         params.flash_attn_type = (
             capi.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if RUNTIME_SETTINGS["flash_attn"]
+            if run["flash_attn"]
             else capi.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         if n_threads:
             params.n_threads = params.n_threads_batch = n_threads
         self.context = _internals.LlamaContext(model=self.model, params=params, verbose=False)
         self.batch = _internals.LlamaBatch(
-            n_tokens=RUNTIME_SETTINGS["n_batch"], embd=0, n_seq_max=1, verbose=False
+            n_tokens=int(run["n_batch"]), embd=0, n_seq_max=1, verbose=False
         )
         self.sampler = _internals.LlamaSampler()
         self.sampler.add_greedy()
@@ -123,7 +153,7 @@ class Runtime:
                 f"context of {self.n_ctx()} tokens"
             )
         self.context.kv_cache_clear()
-        n_batch = RUNTIME_SETTINGS["n_batch"]
+        n_batch = int(self.settings["n_batch"])
         for start in range(0, len(tokens), n_batch):
             self.batch.set_batch(tokens[start : start + n_batch], n_past=start, logits_all=False)
             self.context.decode(self.batch)
@@ -151,7 +181,12 @@ def serve(requests: TextIO, out: TextIO) -> None:
             op = request.get("op")
             if op == "load":
                 heap_before = heap_allocated_bytes()
-                runtime = Runtime(request["path"], int(request["n_ctx"]), request.get("n_threads"))
+                runtime = Runtime(
+                    request["path"],
+                    int(request["n_ctx"]),
+                    request.get("n_threads"),
+                    request.get("settings"),
+                )
                 heap_after = heap_allocated_bytes()
                 _answer(
                     out,
