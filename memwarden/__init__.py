@@ -27,6 +27,7 @@ _ERRORS = "memwarden.core.errors"
 _LAZY: dict[str, str] = {
     # core/types.py: data that crosses a hook boundary
     "Action": _TYPES,
+    "ActionRecord": _TYPES,
     "ActionKind": _TYPES,
     "AvailableModel": _TYPES,
     "Confidence": _TYPES,
@@ -38,6 +39,7 @@ _LAZY: dict[str, str] = {
     "LoadedModel": _TYPES,
     "MemoryEstimate": _TYPES,
     "MemoryPool": _TYPES,
+    "MemorySample": _TYPES,
     "Message": _TYPES,
     "ModelChoice": _TYPES,
     "ModelRef": _TYPES,
@@ -46,6 +48,7 @@ _LAZY: dict[str, str] = {
     "PoolKind": _TYPES,
     "PoolPressure": _TYPES,
     "PoolProcess": _TYPES,
+    "PoolSample": _TYPES,
     "PoolShare": _TYPES,
     "PressureLevel": _TYPES,
     "PressureReading": _TYPES,
@@ -55,6 +58,7 @@ _LAZY: dict[str, str] = {
     # core/errors.py
     "ConfigError": _ERRORS,
     "EstimateUnavailable": _ERRORS,
+    "HistoryError": _ERRORS,
     "InsufficientMemory": _ERRORS,
     "MemwardenError": _ERRORS,
     "ModelBusy": _ERRORS,
@@ -69,6 +73,7 @@ _LAZY: dict[str, str] = {
     "Config": "memwarden.core.config",
     "ModelPolicy": "memwarden.core.config",
     "StrategyContext": "memwarden.core.strategy",
+    "PickContext": "memwarden.core.picking",
     "Provider": "memwarden.core.providers",
     "from_data": "memwarden.core.serialize",
     "to_data": "memwarden.core.serialize",
@@ -78,6 +83,7 @@ __all__ = [
     "PERSISTED_KINDS",
     "Action",
     "ActionKind",
+    "ActionRecord",
     "AvailableModel",
     "Confidence",
     "Config",
@@ -88,10 +94,12 @@ __all__ = [
     "EstimateUnavailable",
     "Event",
     "GenerateResult",
+    "HistoryError",
     "InsufficientMemory",
     "LoadedModel",
     "MemoryEstimate",
     "MemoryPool",
+    "MemorySample",
     "MemwardenError",
     "Message",
     "ModelBusy",
@@ -101,11 +109,13 @@ __all__ = [
     "ModelPolicy",
     "ModelRef",
     "ModelRequest",
+    "PickContext",
     "PluginError",
     "PluginFailure",
     "PoolKind",
     "PoolPressure",
     "PoolProcess",
+    "PoolSample",
     "PoolShare",
     "PressureLevel",
     "PressureReading",
@@ -129,6 +139,7 @@ if TYPE_CHECKING:
     from memwarden.core.errors import (
         ConfigError,
         EstimateUnavailable,
+        HistoryError,
         InsufficientMemory,
         MemwardenError,
         ModelBusy,
@@ -140,12 +151,14 @@ if TYPE_CHECKING:
         StateError,
         UnknownPluginError,
     )
+    from memwarden.core.picking import PickContext
     from memwarden.core.providers import Provider
     from memwarden.core.serialize import from_data, to_data
     from memwarden.core.strategy import StrategyContext
     from memwarden.core.types import (
         Action,
         ActionKind,
+        ActionRecord,
         AvailableModel,
         Confidence,
         ContextWindow,
@@ -156,6 +169,7 @@ if TYPE_CHECKING:
         LoadedModel,
         MemoryEstimate,
         MemoryPool,
+        MemorySample,
         Message,
         ModelChoice,
         ModelRef,
@@ -164,6 +178,7 @@ if TYPE_CHECKING:
         PoolKind,
         PoolPressure,
         PoolProcess,
+        PoolSample,
         PoolShare,
         PressureLevel,
         PressureReading,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import click
 
     from memwarden.core.config import Config
+    from memwarden.core.picking import PickContext
     from memwarden.core.providers import Provider
     from memwarden.core.strategy import StrategyContext
     from memwarden.core.types import (
@@ -50,8 +51,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 #: its type: "event" an :class:`~memwarden.core.types.Event` (every event the warden emits),
 #: "reading" a :class:`~memwarden.core.types.PressureReading` (each time the pressure level
 #: changes), "usage" a :class:`~memwarden.core.types.UsageRecord` (each call made through
-#: ``Warden.generate``). ``memwarden.core.serialize.RECORD_TYPES`` maps each kind to its class.
-PERSISTED_KINDS: tuple[str, ...] = ("event", "reading", "usage")
+#: ``Warden.generate``), "action" an :class:`~memwarden.core.types.ActionRecord` (each action the
+#: governor takes or tries, with its measured effect), "sample" a
+#: :class:`~memwarden.core.types.MemorySample` (every reading the governor takes: the memory
+#: history). ``memwarden.core.serialize.RECORD_TYPES`` maps each kind to its class.
+PERSISTED_KINDS: tuple[str, ...] = ("event", "reading", "usage", "action", "sample")
 
 
 @hookspec
@@ -140,12 +144,14 @@ def persist_state(kind: str, record: Any, config: Config) -> None:
     Called by the core, unless ``[state] enabled = false``, for every record of the kinds in
     :data:`PERSISTED_KINDS`: "event" for every event the warden emits (after ``on_event``),
     "reading" each time the governor sees the pressure level change, "usage" after each call made
-    through ``Warden.generate``. Nothing else is persisted today.
+    through ``Warden.generate``, "action" after each action the governor takes or tries, "sample"
+    for every reading the governor takes (up to ten a second: queue it, do not write inline).
 
     :param kind: one of :data:`PERSISTED_KINDS`.
     :param record: the attrs instance of that kind (an ``Event``, a ``PressureReading``, a
-        ``UsageRecord``); ``memwarden.to_data`` turns it into JSON-ready data that
-        ``memwarden.core.serialize.record_from_data(kind, data)`` turns back.
+        ``UsageRecord``, an ``ActionRecord``, a ``MemorySample``); ``memwarden.to_data`` turns it
+        into JSON-ready data that ``memwarden.core.serialize.record_from_data(kind, data)`` turns
+        back.
     :param config: the effective configuration (``config.state`` says where state lives).
     :return: nothing. Every persistence plugin receives every record.
     """
@@ -173,17 +179,27 @@ def read_state(kind: str, since: float | None, limit: int, config: Config) -> Se
 
 
 @hookspec(firstresult=True)
-def pick_model(request: ModelRequest, candidates: Sequence[AvailableModel]) -> ModelChoice | None:
+def pick_model(
+    request: ModelRequest, candidates: Sequence[AvailableModel], context: PickContext
+) -> ModelChoice | None:
     """Choose which model should serve a request.
 
-    Nothing in memwarden calls this hook yet: it is the extension point for the front door
-    (the HTTP API, a later issue), which will call it when a caller asks for "a model for this"
-    rather than naming one. Implement it now and it is used from then on.
+    Called by ``memwarden pick`` and by the front door when a caller asks for "a model for this"
+    (``"model": "auto"`` or a name in ``[pick.aliases]``) rather than naming one, through
+    :func:`memwarden.core.picking.pick`. The built-in pickers run in this order, each answering
+    only when it can decide: ``pick-preference`` (``[pick] prefer``, tryfirst), ``pick-loaded``
+    (a capable model already loaded), ``pick-learned`` (the best success and latency in the
+    history), ``pick-smallest`` (trylast).
 
-    :param request: what the caller needs (task, minimum context, preferences).
-    :param candidates: the models that fit in memory right now, across providers.
-    :return: a ``ModelChoice`` with the reasons, or None to leave the choice to others.
-        **First result wins.**
+    :param request: what the caller needs: ``task`` ("chat", "embed", "vision"),
+        ``min_context_tokens``, ``preferred`` names (aliases already resolved).
+    :param candidates: the models that are loaded or would load now without evicting anything,
+        across providers; not all of them may be capable of the request
+        (``memwarden.core.picking.capable`` filters them).
+    :param context: a :class:`memwarden.core.picking.PickContext`: ``loaded`` models,
+        ``stats_of(model)`` (calls, success rate, median latency from the history), ``config``.
+    :return: a ``ModelChoice`` with the reasons (they are shown to the caller), or None to leave
+        the choice to others. **First result wins.**
     """
 
 

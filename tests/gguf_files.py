@@ -42,6 +42,7 @@ def write_model(
     context: int = 8192,
     sliding_window: int | None = None,
     weight_type: Q = Q.Q8_0,
+    experts: int = 0,
     split_max_tensors: int = 0,
     extra: dict | None = None,
     endianess: gguf.GGUFEndian = gguf.GGUFEndian.LITTLE,
@@ -76,11 +77,64 @@ def write_model(
         _add(writer, prefix + "attn_v.weight", (embedding, kv_heads[layer] * head_dim), weight_type)
         _add(writer, prefix + "attn_output.weight", (heads * head_dim, embedding), weight_type)
         _add(writer, prefix + "ffn_norm.weight", (embedding,), Q.F32)
+        if experts:
+            # A mixture of experts, as llama.cpp's converter stores one: a router and the
+            # experts' matrices stacked in 3-D tensors.
+            _add(writer, prefix + "ffn_gate_inp.weight", (embedding, experts), Q.F32)
+            shape = (embedding, feed_forward, experts)
+            _add(writer, prefix + "ffn_gate_exps.weight", shape, weight_type)
+            _add(writer, prefix + "ffn_up_exps.weight", shape, weight_type)
+            _add(
+                writer,
+                prefix + "ffn_down_exps.weight",
+                (feed_forward, embedding, experts),
+                weight_type,
+            )
+            continue
         _add(writer, prefix + "ffn_gate.weight", (embedding, feed_forward), weight_type)
         _add(writer, prefix + "ffn_up.weight", (embedding, feed_forward), weight_type)
         _add(writer, prefix + "ffn_down.weight", (feed_forward, embedding), weight_type)
     _add(writer, "output_norm.weight", (embedding,), Q.F32)
     _add(writer, "output.weight", (embedding, vocab), weight_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_recurrent(
+    path: Path,
+    arch: str,
+    keys: dict,
+    *,
+    layers: int = 4,
+    embedding: int = 256,
+    heads_kv: Sequence[int] | None = None,
+    head_dim: int = 32,
+    vocab: int = 1000,
+) -> Path:
+    """A recurrent (or hybrid) model of ``arch``: its state keys (``keys``, without the
+    architecture prefix), and attention only where ``heads_kv`` gives a layer KV heads."""
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_block_count(layers)
+    writer.add_context_length(8192)
+    writer.add_embedding_length(embedding)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    if heads_kv is not None:
+        writer.add_head_count(8)
+        writer.add_head_count_kv(list(heads_kv))
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([f"tok{i}" for i in range(vocab)])
+    for key, value in keys.items():
+        writer.add_key_value(f"{arch}.{key}", value, _value_type(value))
+    _add(writer, "token_embd.weight", (embedding, vocab), Q.Q8_0)
+    for layer in range(layers):
+        _add(writer, f"blk.{layer}.attn_norm.weight", (embedding,), Q.F32)
+        _add(writer, f"blk.{layer}.ssm_in.weight", (embedding, 2 * embedding), Q.Q8_0)
+    _add(writer, "output_norm.weight", (embedding,), Q.F32)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from memwarden.core.admission import frees, need
-from memwarden.core.config import BudgetConfig, Config
+from memwarden.core.config import BudgetConfig, Config, ModelPolicy
+from memwarden.core.governor import Governor
 from memwarden.core.types import (
     Confidence,
     DeviceSnapshot,
@@ -15,8 +16,10 @@ from memwarden.core.types import (
     MemoryPool,
     ModelRef,
     PoolKind,
+    PressureLevel,
     ResidentEstimate,
 )
+from memwarden.testing.fakes import make_rig
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -120,3 +123,64 @@ def test_evicting_a_model_frees_its_committed_size_in_unified_memory() -> None:
 def test_an_unknown_ram_figure_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="ram_figure"):
         BudgetConfig(ram_figure="average")
+
+
+# -- the ladder measures what it frees in the pool's figure ----------------------------------
+
+
+def ladder_scene():
+    """System RAM of 100 GiB at 90% used (CRITICAL), two models loaded: "reserved" commits
+    24 GiB but its process holds 3 GiB (a compute buffer reserved and never touched), "busy"
+    commits and holds 12 GiB. "reserved" has the lower priority, so it is evicted first."""
+    policies = {"reserved": ModelPolicy(priority=1), "busy": ModelPolicy(priority=5)}
+    rig = make_rig(Config(models=policies))
+    rig.provider.add_model("reserved", 24 * GiB, resident_bytes=3 * GiB)
+    rig.provider.add_model("busy", 12 * GiB)
+    rig.provider.load("reserved")
+    rig.provider.load("busy")
+    rig.device.set_used_percent(90)
+    return rig
+
+
+def test_an_eviction_in_system_ram_is_measured_as_its_resident_bytes() -> None:
+    rig = ladder_scene()
+    report = Governor(rig.warden).step()
+    assert report is not None
+    first = next(o for o in report.outcomes if o.action.kind == "unload")
+    assert (first.action.model, first.measured_freed_bytes) == ("reserved", 3 * GiB)
+
+
+def test_the_ladder_goes_on_when_the_resident_bytes_freed_leave_the_pool_critical() -> None:
+    # 23 GiB are needed (90% down to 67%). Counted by its committed 24 GiB, evicting
+    # "reserved" would look enough and the round would stop at CRITICAL; counted by the 3 GiB
+    # its process held, it is not, and the ladder evicts "busy" too (87% -> 75%: WARNING).
+    rig = ladder_scene()
+    report = Governor(rig.warden).step()
+    assert report is not None
+    assert [
+        (o.action.model, o.measured_freed_bytes)
+        for o in report.outcomes
+        if o.action.kind == "unload"
+    ] == [("reserved", 3 * GiB), ("busy", 12 * GiB)]
+    assert (report.relieved, report.level_after) == (True, PressureLevel.WARNING)
+
+
+def test_an_eviction_counted_in_committed_bytes_ends_the_round_at_critical() -> None:
+    # [budget] ram_figure = "committed": the operator asked for the committed figure, and the
+    # round judges by it: 24 GiB expected covers the 23 GiB needed, so the round waits for a
+    # fresh sample, unrelieved.
+    policies = {"reserved": ModelPolicy(priority=1), "busy": ModelPolicy(priority=5)}
+    rig = make_rig(Config(models=policies, budget=BudgetConfig(ram_figure="committed")))
+    rig.provider.add_model("reserved", 24 * GiB, resident_bytes=3 * GiB)
+    rig.provider.add_model("busy", 12 * GiB)
+    rig.provider.load("reserved")
+    rig.provider.load("busy")
+    rig.device.set_used_percent(90)
+    report = Governor(rig.warden).step()
+    assert report is not None
+    assert [
+        (o.action.model, o.measured_freed_bytes)
+        for o in report.outcomes
+        if o.action.kind == "unload"
+    ] == [("reserved", 24 * GiB)]
+    assert (report.relieved, report.level_after) == (False, PressureLevel.CRITICAL)

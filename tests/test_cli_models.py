@@ -293,3 +293,30 @@ def test_load_without_a_priority_takes_the_configured_one(run_cli, capped_config
     capped_config("6GB", extra='[models."llama3.2:latest"]\npriority = 3\n')
     data = run_cli("load", "llama3.2", "--ctx", "4096", "--json").json()
     assert data["priority"] == 3
+
+
+def test_load_passes_its_runtime_options_to_ollama(run_cli, config, fake_ollama):
+    _, state = fake_ollama
+    result = run_cli("load", "llama3.2", "--batch", "256", "--no-mmap", "--json")
+    assert result.exit_code == 0, result.stderr
+    [body] = [b for m, p, b in state.requests if p == "/api/generate"]
+    assert body["options"] == {"num_batch": 256, "use_mmap": False}
+
+
+def test_load_sizes_its_admission_with_the_runtime_options(run_cli, capped_config, fake_ollama):
+    # 4,096 tokens fit under the 6 GB cap (test_load_without_a_priority...); 8 sequences of
+    # 8,192 tokens need 16 times the KV cache, and the load is refused before Ollama sees it.
+    _, state = fake_ollama
+    capped_config("6GB")
+    result = run_cli("load", "llama3.2", "--ctx", "8192", "--parallel", "8", "--json")
+    assert result.exit_code == 3, result.stderr
+    assert result.json()["error"]["code"] == "insufficient-memory"
+    assert state.loaded == {}
+
+
+def test_generate_loads_with_its_runtime_options(run_cli, config, fake_ollama):
+    _, state = fake_ollama
+    result = run_cli("generate", "llama3.2", "hello", "--batch", "128", "--json")
+    assert result.exit_code == 0, result.stderr
+    load_body = next(b for m, p, b in state.requests if p == "/api/generate" and not b["prompt"])
+    assert load_body["options"] == {"num_batch": 128}

@@ -203,6 +203,11 @@ def test_an_unwritable_state_path_is_named_once(tmp_path, caplog, write_config):
     path = write_config(f'[state]\npath = "{blocker}/sub/memwarden.db"\n')
     warden = Warden.from_config(path)
     with caplog.at_level("WARNING", logger="memwarden.plugins"):
+        warden.emit(Event(kind="test", message="hello"))
+        # Writes are queued: the writer fails on its first batch, and the next records say so.
+        from memwarden.plugins import sqlite_state
+
+        assert sqlite_state.store_for(warden.config).flush() is False
         for _ in range(3):
             warden.emit(Event(kind="test", message="hello"))
     [record] = caplog.records

@@ -29,8 +29,9 @@ class TestSqliteStatePlugin(PersistencePluginContract):
     def config(self, tmp_path):
         return parse_config_data({"state": {"path": str(tmp_path / "state.db")}}, None)
 
-    def test_events_land_in_their_table(self, warden, config):
+    def test_events_land_in_their_table_once_flushed(self, warden, config, plugin):
         warden.emit(Event(kind="level-changed", message="up"))
+        assert plugin.store_for(config).flush() is True
         rows = list(sqlite_utils.Database(config.state.resolved_path())["event"].rows)
         assert [(r["kind"], r["message"]) for r in rows] == [("level-changed", "up")]
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from memwarden.core.config import parse_config_data
 from memwarden.core.governor import Governor
+from memwarden.core.picking import PickContext
 from memwarden.core.types import (
     AvailableModel,
     ContextWindow,
@@ -136,8 +137,9 @@ def test_pick_model_example():
     warden = warden_with(plugin_from("pick_model"))
     small = AvailableModel("small", "p", size_bytes=1, max_context_tokens=2048)
     big = AvailableModel("big", "p", size_bytes=9, max_context_tokens=131072)
+    context = PickContext(loaded=(), stats={}, config=warden.config)
     choice = warden.hook.pick_model(
-        request=ModelRequest(min_context_tokens=8192), candidates=[small, big]
+        request=ModelRequest(min_context_tokens=8192), candidates=[small, big], context=context
     )
     assert choice.model == big
 
@@ -179,6 +181,7 @@ CONFIG_DOCS = [
     "docs/governor.md",
     "docs/devices.md",
     "docs/estimation.md",
+    "docs/history.md",
 ]
 
 

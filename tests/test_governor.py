@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 import pytest
 
 from memwarden.core.config import ByteSize, Config, GovernorConfig, ModelPolicy, PressureConfig
@@ -78,8 +75,9 @@ def test_events_are_persisted_in_the_state_database(isolated_environment):
     governor.observe(governor.sample())
     path = rig.warden.config.state.resolved_path()
     assert str(path).startswith(str(isolated_environment))
-    rows = sqlite3.connect(path).execute("select kind, record from event").fetchall()
-    assert ("level-changed", "CRITICAL") in [(k, json.loads(r)["level"]) for k, r in rows]
+    events = rig.warden.read_state("event")
+    assert path.exists()
+    assert ("level-changed", PressureLevel.CRITICAL) in [(e.kind, e.level) for e in events]
 
 
 # -- ordering -----------------------------------------------------------------------------

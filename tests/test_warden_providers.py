@@ -16,6 +16,7 @@ from memwarden.core.providers import Provider
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.core.warden import Warden
 from memwarden.hookspecs import hookimpl
+from memwarden.plugins import sqlite_state
 from memwarden.testing.fakes import ManualClock
 
 
@@ -186,6 +187,7 @@ def test_each_call_is_persisted_with_latency_and_tokens(tmp_path):
     warden = make_warden(MemoryProvider("one", ("a",)), tmp_path=tmp_path)
     warden.load("a")
     warden.generate("a", "hello")
+    assert sqlite_state.store_for(warden.config).flush() is True
     [row] = list(sqlite_utils.Database(tmp_path / "state.db")["usage"].rows)
     assert (row["success"], row["prompt_tokens"], row["completion_tokens"]) == (1, 1, 2)
     assert row["latency_s"] >= 0
@@ -198,6 +200,7 @@ def test_a_failed_call_is_persisted_with_its_error(tmp_path):
     warden.load("a")
     with pytest.raises(ProviderError):
         warden.generate("a", "fail")
+    assert sqlite_state.store_for(warden.config).flush() is True
     [row] = list(sqlite_utils.Database(tmp_path / "state.db")["usage"].rows)
     assert row["success"] == 0
     assert "the model failed" in row["error"]

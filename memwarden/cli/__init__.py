@@ -37,6 +37,10 @@ COMMANDS = {
     "watch": "memwarden.cli.watch",
     "estimate": "memwarden.cli.estimate",
     "fit": "memwarden.cli.estimate",
+    "history": "memwarden.cli.history",
+    "report": "memwarden.cli.history",
+    "recommend": "memwarden.cli.history",
+    "pick": "memwarden.cli.pick",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -104,6 +108,15 @@ class MemwardenGroup(click.Group):
                 app.output.json_error(exc)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        finally:
+            _commit_history()
+
+
+def _commit_history() -> None:
+    """A command's history is committed before it returns (not only at interpreter exit)."""
+    state = sys.modules.get("memwarden.plugins.sqlite_state")
+    if state is not None:
+        state.close_all()
 
 
 @click.group(cls=MemwardenGroup)

@@ -20,7 +20,7 @@ from memwarden.core.admission import MaxContext, PoolFit, max_context
 from memwarden.core.errors import ConfigError, InsufficientMemory
 from memwarden.core.governor import LoadPlan
 from memwarden.core.serialize import to_data
-from memwarden.core.types import MemoryEstimate, ModelRef, PoolKind
+from memwarden.core.types import DeviceSnapshot, MemoryEstimate, ModelRef, PoolKind
 from memwarden.core.warden import Warden
 from memwarden.estimation.model_files import read_metadata_file
 from memwarden.estimation.profiles import PROFILES
@@ -29,17 +29,11 @@ from memwarden.estimation.sizing import KV_CACHE_TYPES
 DEFAULT_CONTEXT_TOKENS = 4096
 
 
-def _model_options(command: Any) -> Any:
+def runtime_flags(command: Any) -> Any:
+    """The flags of every runtime option that changes memory (--runtime, --batch, --kv-type...,
+    collected by :func:`runtime_options`): on estimate and fit, and on load and generate, whose
+    admission sizes with them and whose provider loads with them."""
     options = [
-        click.argument("model"),
-        click.option(
-            "--ctx",
-            "context_tokens",
-            type=click.IntRange(min=1),
-            default=DEFAULT_CONTEXT_TOKENS,
-            show_default=True,
-            help="Context length per sequence, in tokens.",
-        ),
         click.option(
             "--runtime",
             type=click.Choice(sorted(PROFILES)),
@@ -117,6 +111,24 @@ def _model_options(command: Any) -> Any:
             is_flag=True,
             help="Keep the KV cache of offloaded layers in system RAM (llama.cpp -nkvo).",
         ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _model_options(command: Any) -> Any:
+    options = [
+        click.argument("model"),
+        click.option(
+            "--ctx",
+            "context_tokens",
+            type=click.IntRange(min=1),
+            default=DEFAULT_CONTEXT_TOKENS,
+            show_default=True,
+            help="Context length per sequence, in tokens.",
+        ),
+        runtime_flags,
         click.option(
             "--provider",
             default=None,
@@ -167,6 +179,23 @@ def runtime_options(
     if no_kv_offload:
         options["kv_offload"] = False
     return options
+
+
+def gpu_pool(snapshot: DeviceSnapshot) -> str:
+    """The GPU pool ``--gpu-layers`` offloads to: the first one reported, or a usage error."""
+    gpus = [pool.id for pool in snapshot.pools if pool.kind is PoolKind.GPU]
+    if not gpus:
+        raise click.UsageError("--gpu-layers needs a GPU pool, and none is reported")
+    return gpus[0]
+
+
+def load_runtime_options(
+    warden: Warden, flags: dict[str, Any], gpu_layers: int, no_kv_offload: bool
+) -> dict[str, Any]:
+    """The runtime options of ``load`` and ``generate``: as :func:`runtime_options`, with
+    ``--gpu-layers`` going to the first GPU pool."""
+    pool_id = gpu_pool(warden.governor.sample().snapshot) if gpu_layers else None
+    return runtime_options(flags, gpu_layers, no_kv_offload, pool_id)
 
 
 def _request(
@@ -340,10 +369,7 @@ def fit(
     governor = warden.governor
     reading = governor.sample()
     if gpu_layers and pool_id is None:
-        gpus = [pool.id for pool in reading.snapshot.pools if pool.kind is PoolKind.GPU]
-        if not gpus:
-            raise click.UsageError("--gpu-layers needs a GPU pool, and none is reported")
-        pool_id = gpus[0]
+        pool_id = gpu_pool(reading.snapshot)
     runtime = runtime_options(flags, gpu_layers, no_kv_offload, pool_id)
     ref, options = _request(warden, model, provider, runtime, metadata_file)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
 from memwarden.cli import AppContext, json_option, pass_app
+from memwarden.cli.estimate import load_runtime_options, runtime_flags
 from memwarden.cli.output import format_bytes
 from memwarden.core.serialize import to_data
 from memwarden.core.types import LoadedModel
@@ -106,6 +108,7 @@ def models(app: AppContext, as_json: bool) -> None:
     type=float,
     help="Seconds the model stays loaded while idle; negative: until unloaded.",
 )
+@runtime_flags
 @_PRIORITY_OPTION
 @_PROVIDER_OPTION
 @json_option
@@ -115,14 +118,20 @@ def load(
     model: str,
     context_tokens: int | None,
     keep_alive_s: float | None,
+    gpu_layers: int,
+    no_kv_offload: bool,
     priority: int | None,
     provider: str | None,
     as_json: bool,
+    **flags: Any,
 ) -> None:
     """Load MODEL (a name, or for the embedded llama.cpp a GGUF path), making room first.
 
+    The runtime options (--batch, --kv-type, --runtime...) size the load as `memwarden fit`
+    would and go to the provider, which loads with those it can honour and logs the others.
     Exits 3 when it cannot fit even after evicting every model that may be evicted.
     """
+    options = load_runtime_options(app.warden, flags, gpu_layers, no_kv_offload)
     # Through the governor: room is made first (lower-priority models evicted), or the load is
     # refused with the reason, rather than letting the runtime run the machine out of memory.
     outcome = app.warden.governor.admit_and_load(
@@ -130,6 +139,7 @@ def load(
         priority,
         context_tokens=context_tokens,
         keep_alive_s=keep_alive_s,
+        options=options,
     )
     loaded, evicted = outcome.loaded, outcome.plan.evicted
     if as_json:
@@ -183,6 +193,7 @@ def unload(
 @click.argument("model")
 @click.argument("prompt")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Stop after this many tokens.")
+@runtime_flags
 @_PRIORITY_OPTION
 @_PROVIDER_OPTION
 @json_option
@@ -192,17 +203,21 @@ def generate(
     model: str,
     prompt: str,
     max_tokens: int | None,
+    gpu_layers: int,
+    no_kv_offload: bool,
     priority: int | None,
     provider: str | None,
     as_json: bool,
+    **flags: Any,
 ) -> None:
     """Send PROMPT to MODEL through memwarden, which counts the call in its usage history.
 
-    A model that is not loaded is loaded first as `memwarden load` would: room is made, or the
-    call is refused with exit 3.
+    A model that is not loaded is loaded first as `memwarden load` would, with the runtime
+    options given: room is made, or the call is refused with exit 3.
     """
+    options = load_runtime_options(app.warden, flags, gpu_layers, no_kv_offload)
     result = app.warden.generate(
-        model, prompt, provider=provider, max_tokens=max_tokens, priority=priority
+        model, prompt, provider=provider, max_tokens=max_tokens, priority=priority, options=options
     )
     if as_json:
         app.output.emit_json(result)

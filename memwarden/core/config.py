@@ -267,18 +267,65 @@ class ModelPolicy:
     )
 
 
+_DAY_S = 86_400.0
+
+
 @attrs.frozen
 class StateConfig:
-    """Where memwarden keeps its history (events, readings, usage)."""
+    """Where memwarden keeps its history (samples, events, readings, actions, usage), how long it
+    keeps each part, and how often it writes (docs/history.md)."""
 
     enabled: bool = True
     # SQLite file; default: memwarden.db in the user data directory.
     path: str | None = None
+    # Memory samples: every sample for this long, then one per minute (the peak of each minute)
+    # until retention_per_minute_s, then one per hour until retention_samples_s, then none.
+    retention_full_rate_s: float = seconds(3600.0, minimum=60.0)
+    retention_per_minute_s: float = seconds(7 * _DAY_S, minimum=3600.0)
+    retention_samples_s: float = seconds(365 * _DAY_S, minimum=3600.0)
+    # Events, level changes and actions.
+    retention_events_s: float = seconds(90 * _DAY_S, minimum=3600.0)
+    # One row per request for this long; older requests are folded into hourly totals per model,
+    # kept for retention_usage_hourly_s.
+    retention_usage_s: float = seconds(7 * _DAY_S, minimum=3600.0)
+    retention_usage_hourly_s: float = seconds(365 * _DAY_S, minimum=3600.0)
+    # Writes are batched by a writer thread: committed at most this long after they are queued.
+    flush_interval_s: float = seconds(0.5, minimum=0.01, maximum=60.0)
+    # Records waiting for the writer; beyond this, new ones are dropped (and counted).
+    queue_size: int = count(10_000, minimum=100)
+
+    def __attrs_post_init__(self) -> None:
+        tiers = (self.retention_full_rate_s, self.retention_per_minute_s, self.retention_samples_s)
+        if not tiers[0] <= tiers[1] <= tiers[2]:
+            raise ValueError(
+                "sample tiers must be in order: retention_full_rate_s <= retention_per_minute_s "
+                f"<= retention_samples_s (got {tiers[0]:g} / {tiers[1]:g} / {tiers[2]:g})"
+            )
+        if self.retention_usage_s > self.retention_usage_hourly_s:
+            raise ValueError(
+                "retention_usage_s must not exceed retention_usage_hourly_s (got "
+                f"{self.retention_usage_s:g} / {self.retention_usage_hourly_s:g})"
+            )
 
     def resolved_path(self) -> Path:
         if self.path:
             return Path(self.path).expanduser()
         return platformdirs.user_data_path("memwarden") / "memwarden.db"
+
+
+def _names(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not all(isinstance(name, str) and name for name in value):
+        raise ValueError(f"'{attribute.name}' must be a list of model names, got {list(value)!r}")
+
+
+@attrs.frozen
+class PickConfig:
+    """How `memwarden pick` (and the front door's ``"model": "auto"``) chooses a model."""
+
+    # Models to choose first, in order, when one of them can serve the request and fits now.
+    prefer: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_names)
+    # Names a caller may ask for instead of a model: "fast" = "llama3.2:3b".
+    aliases: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -303,6 +350,7 @@ class Config:
     budget: BudgetConfig = attrs.field(factory=BudgetConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
     governor: GovernorConfig = attrs.field(factory=GovernorConfig)
+    pick: PickConfig = attrs.field(factory=PickConfig)
     # Per-model policy, keyed by the model's name (or a provider's instance id).
     models: Mapping[str, ModelPolicy] = attrs.field(factory=dict)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
@@ -343,7 +391,7 @@ class Config:
     def sources(self) -> Iterator[tuple[str, Any, str]]:
         """Every effective setting as (key path, value, where it came from)."""
         data = _converter.unstructure(self)
-        for section in ("pressure", "budget", "state", "governor"):
+        for section in ("pressure", "budget", "state", "governor", "pick"):
             for key, value in data[section].items():
                 yield from _sourced(self, (section, key), value)
         for model, policy in data["models"].items():
@@ -422,6 +470,13 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
+def _strict_names(value: Any, _: type) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(n, str) for n in value):
+        raise ValueError(f"expected a list of names, got {value!r}")
+    return tuple(value)
+
+
+_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _strict_names)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(str, _strict_str)

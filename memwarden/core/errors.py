@@ -93,3 +93,10 @@ class StateError(MemwardenError):
     or a record kind is not one the core persists."""
 
     code = "state-error"
+
+
+class HistoryError(MemwardenError):
+    """A history window or filter (``--since``, ``--model``) that cannot be understood."""
+
+    code = "history-window"
+    exit_code = 2

@@ -26,7 +26,12 @@ from memwarden.core.errors import (
     MemwardenError,
     ProviderError,
 )
-from memwarden.core.providers import Provider
+from memwarden.core.providers import (
+    Provider,
+    accepts_load_options,
+    ignored_options,
+    load_options,
+)
 from memwarden.core.sessions import SessionRegistry
 from memwarden.core.strategy import (
     ModelKey,
@@ -43,10 +48,12 @@ from memwarden.core.strategy import (
 from memwarden.core.types import (
     Action,
     ActionKind,
+    ActionRecord,
     DeviceSnapshot,
     Event,
     LoadedModel,
     MemoryEstimate,
+    MemorySample,
     ModelRef,
     PoolKind,
     PressureLevel,
@@ -505,7 +512,9 @@ class Governor:
                 self._restored_at.pop(key, None)
 
     def observe(self, reading: PressureReading) -> bool:
-        """Take a reading as the current state; emit an event when the level changed."""
+        """Take a reading as the current state; emit an event when the level changed. Every
+        reading is persisted as a "sample" (the memory history)."""
+        self.warden.persist("sample", MemorySample.of(reading))
         with self._lock:
             before = self.level
             self._previous = pressure.previous_levels(reading)
@@ -688,7 +697,7 @@ class Governor:
                 touched.add(model_key(outcome.reloaded))
             outcomes.append(outcome)
             if outcome.ok:
-                expected_total += action.expected_freed_bytes
+                expected_total += _expected_in_figure(outcome)
             # Relieved: the level that triggered this round is left. What remains of a lower
             # level is the next round's work, with that level's (gentler) strategies.
             if current.level < reading.level or current.level == PressureLevel.NORMAL:
@@ -771,6 +780,24 @@ class Governor:
             "measured_freed_bytes": freed,
             "level_after": after.level.name,
         }
+        self.warden.persist(
+            "action",
+            ActionRecord(
+                at=self.clock(),
+                kind=action.kind,
+                strategy=action.strategy,
+                description=action.description,
+                ok=error is None,
+                expected_freed_bytes=action.expected_freed_bytes,
+                measured_freed_bytes=freed,
+                level_before=before.level,
+                level_after=after.level,
+                model=action.model,
+                provider=action.provider,
+                pool_id=action.pool_id,
+                error=error,
+            ),
+        )
         if error is None:
             self.warden.emit(
                 Event(
@@ -1189,7 +1216,12 @@ class Governor:
         options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
         """``ensure()`` then load through the model's provider, remembering its priority
-        (the configured one when none is given)."""
+        (the configured one when none is given).
+
+        ``options`` are estimate_model_size options: admission sizes the load with them, and
+        their runtime options (``runtime``, ``batch_tokens``, ``kv_type``...;
+        :data:`memwarden.core.providers.LOAD_OPTION_KEYS`) go to ``Provider.load`` so that the
+        runtime loads what was budgeted."""
         return self.admit_and_load(
             model,
             priority,
@@ -1220,7 +1252,18 @@ class Governor:
             options=options,
         )
         priority = plan.priority
-        loaded = provider.load(ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s)
+        # The runtime loads with the options admission sized it with.
+        runtime = load_options(options)
+        if runtime and accepts_load_options(provider):
+            loaded = provider.load(
+                ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s, options=runtime
+            )
+        else:
+            if runtime:
+                ignored_options(provider.name, runtime, ())
+            loaded = provider.load(
+                ref.name, context_tokens=context_tokens, keep_alive_s=keep_alive_s
+            )
         self._priorities[model_key(loaded)] = priority
         self.models_changed(loaded=[loaded])
         evicted = [m.instance_id or m.name for m in plan.evicted]
@@ -1248,6 +1291,16 @@ class Governor:
 
 # The key of LoadPlan.needed for the limit on concurrently loaded models.
 MAX_LOADED = admission.MAX_LOADED
+
+
+def _expected_in_figure(outcome: ActionOutcome) -> int:
+    """What a taken action is expected to free, in the figure of its pool: an unload frees
+    what its process held (measured from the loaded-model list at once, resident in system
+    RAM), not the committed figure strategies propose with; other actions, their estimate."""
+    expected = outcome.action.expected_freed_bytes
+    if outcome.action.kind == UNLOAD and outcome.measured_freed_bytes is not None:
+        return max(0, min(expected, outcome.measured_freed_bytes))
+    return expected
 
 
 def _identity(action: Action) -> tuple[str, str, str | None, str | None]:

@@ -55,6 +55,11 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("priority-eviction", "memwarden.plugins.strategies.priority_eviction"),
     ("refuse-loads", "memwarden.plugins.strategies.refuse_loads"),
     ("emergency-unload", "memwarden.plugins.strategies.emergency_unload"),
+    ("pick-preference", "memwarden.plugins.pickers.preference"),
+    # Plain hooks are called last-registered first: loaded is asked before learned.
+    ("pick-learned", "memwarden.plugins.pickers.learned"),
+    ("pick-loaded", "memwarden.plugins.pickers.loaded"),
+    ("pick-smallest", "memwarden.plugins.pickers.smallest"),
 )
 
 BUILTIN = "built-in"

@@ -8,11 +8,67 @@ as it drives Ollama.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import inspect
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memwarden.core.errors import ProviderError
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
+
+log = logging.getLogger("memwarden.providers")
+
+
+# Runtime options a load may carry to ``Provider.load(options=...)``: the estimate_model_size
+# options that change what the runtime allocates (docs/estimation.md, "Runtime options").
+LOAD_OPTION_KEYS = (
+    "runtime",
+    "kv_type",
+    "kv_type_k",
+    "kv_type_v",
+    "parallel",
+    "batch_tokens",
+    "ubatch_tokens",
+    "flash_attention",
+    "swa_full",
+    "mmap",
+    "gpu_layers",
+    "kv_offload",
+)
+
+
+def load_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The runtime options among estimate ``options`` (the keys of :data:`LOAD_OPTION_KEYS` that
+    are set): what admission sized a load with, to be handed to the provider that loads it."""
+    if not options:
+        return {}
+    return {key: options[key] for key in LOAD_OPTION_KEYS if options.get(key) is not None}
+
+
+def accepts_load_options(provider: Provider) -> bool:
+    """Whether ``provider.load`` takes ``options`` (providers written before it was added do
+    not; they are called without it)."""
+    try:
+        parameters = inspect.signature(provider.load).parameters
+    except (TypeError, ValueError):
+        return False
+    return "options" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def ignored_options(provider: str, options: Mapping[str, Any], honoured: Iterable[str]) -> None:
+    """Log, once per load, the runtime options a provider could not honour (so a user who
+    asked for ``--ubatch 256`` from a runtime that has no such setting learns it)."""
+    left = sorted(set(options) - set(honoured))
+    if left:
+        log.warning(
+            "%s: ignored runtime option%s %s: the runtime has no per-load setting for %s",
+            provider,
+            "s" if len(left) > 1 else "",
+            ", ".join(f"{key}={options[key]!r}" for key in left),
+            "them" if len(left) > 1 else "it",
+        )
 
 
 def same_model(name: str, wanted: str) -> bool:
@@ -52,8 +108,16 @@ class Provider(abc.ABC):
         *,
         context_tokens: int | None = None,
         keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
-        """Load a model (or a new instance of it) and return it as loaded."""
+        """Load a model (or a new instance of it) and return it as loaded.
+
+        ``options`` are the runtime options admission sized the load with (the keys of
+        :data:`LOAD_OPTION_KEYS`, as ``memwarden load --batch ...`` gives them), so that the
+        runtime loads what was budgeted. A provider maps what its runtime can honour and says
+        what it cannot in a log line; it never fails because of an option it cannot honour.
+        ``None`` (or a provider whose ``load`` has no ``options``): the runtime's defaults.
+        """
 
     @abc.abstractmethod
     def unload(self, model: str) -> None:

@@ -10,7 +10,15 @@ from cattrs.gen import make_dict_unstructure_fn
 from cattrs.preconf.json import make_converter
 
 from memwarden.core.errors import StateError
-from memwarden.core.types import ActionKind, Event, PressureLevel, PressureReading, UsageRecord
+from memwarden.core.types import (
+    ActionKind,
+    ActionRecord,
+    Event,
+    MemorySample,
+    PressureLevel,
+    PressureReading,
+    UsageRecord,
+)
 
 T = TypeVar("T")
 
@@ -52,6 +60,8 @@ RECORD_TYPES: dict[str, type] = {
     "event": Event,
     "reading": PressureReading,
     "usage": UsageRecord,
+    "action": ActionRecord,
+    "sample": MemorySample,
 }
 
 
@@ -68,13 +78,18 @@ def record_type(kind: str) -> type:
 
 def record_time(record: Any) -> float:
     """When a persisted record happened (``time.time()`` seconds): an event's ``at``, a
-    reading's ``taken_at``, a call's ``started_at``. ``read_state(since=...)`` filters on it."""
+    reading's ``taken_at``, a call's ``started_at``, an action's ``at``, a sample's ``taken_at``.
+    ``read_state(since=...)`` filters on it."""
     if isinstance(record, Event):
         return record.at
     if isinstance(record, PressureReading):
         return record.taken_at
     if isinstance(record, UsageRecord):
         return record.started_at
+    if isinstance(record, ActionRecord):
+        return record.at
+    if isinstance(record, MemorySample):
+        return record.taken_at
     raise StateError(
         f"{type(record).__name__} is not a record kind memwarden persists",
         hint=f"persist one of: {', '.join(cls.__name__ for cls in RECORD_TYPES.values())}",

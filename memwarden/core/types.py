@@ -238,6 +238,8 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    # Seconds from the request to its first token, where the call streamed; None otherwise.
+    ttft_s: float | None = None
 
 
 @attrs.frozen
@@ -334,6 +336,70 @@ class Action:
     from_context_tokens: int | None = None
     session_id: str | None = None
     budget_tokens: int | None = None
+
+
+@attrs.frozen
+class ActionRecord:
+    """An action the governor took (or tried), with its measured effect: what it was expected to
+    free, what it freed in the figure that is real for its pool, and the level before and after.
+    Persisted as kind "action" for `memwarden report` and `recommend`."""
+
+    at: float
+    kind: ActionKind | str = attrs.field(converter=_action_kind)
+    strategy: str
+    description: str
+    ok: bool
+    expected_freed_bytes: int
+    measured_freed_bytes: int
+    level_before: PressureLevel
+    level_after: PressureLevel
+    model: str | None = None
+    provider: str | None = None
+    pool_id: str | None = None
+    error: str | None = None
+
+
+@attrs.frozen
+class PoolSample:
+    """One pool in a :class:`MemorySample`: its size, what is used and its level."""
+
+    pool_id: str
+    total_bytes: int
+    used_bytes: int
+    level: PressureLevel
+
+
+@attrs.frozen
+class MemorySample:
+    """The memory history's unit: every pool's use and level at one moment, persisted as kind
+    "sample" on every reading the governor takes. Older samples are downsampled: ``count`` is
+    how many samples one row stands for, and a downsampled row holds the peak of its bucket
+    (highest use, highest level) starting at ``taken_at``."""
+
+    taken_at: float
+    level: PressureLevel
+    managed_bytes: int
+    pools: tuple[PoolSample, ...] = ()
+    count: int = 1
+
+    @classmethod
+    def of(cls, reading: PressureReading) -> MemorySample:
+        """The sample a pressure reading makes: its snapshot's pools with their levels."""
+        levels = {p.pool_id: p.level for p in reading.pools}
+        return cls(
+            taken_at=reading.taken_at,
+            level=reading.level,
+            managed_bytes=reading.managed_bytes,
+            pools=tuple(
+                PoolSample(
+                    pool_id=pool.id,
+                    total_bytes=pool.total_bytes,
+                    used_bytes=pool.total_bytes - pool.available_bytes,
+                    level=levels.get(pool.id, PressureLevel.NORMAL),
+                )
+                for pool in reading.snapshot.pools
+            ),
+        )
 
 
 @attrs.frozen

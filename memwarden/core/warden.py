@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -523,18 +523,21 @@ class Warden:
         provider: str | None = None,
         max_tokens: int | None = None,
         priority: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> GenerateResult:
         """Send a prompt to a model through its provider, counting the call.
 
         A model that is not loaded yet is loaded through admission first (``Governor.load``):
         room is made, or the call is refused with :class:`InsufficientMemory`, exactly as
         ``memwarden load`` would, instead of letting the runtime load it behind memwarden's
-        back. ``priority`` is the load's (default: the configured one).
+        back. ``priority`` is the load's (default: the configured one); ``options``, its
+        runtime options (``batch_tokens``, ``kv_type``...), sized by admission and passed to
+        the provider's ``load`` (:meth:`Governor.load`). A model already loaded is used as it is.
         """
         ref = self.model_ref(model, provider, need_provider=True)
         chosen = self.provider(ref.provider or "")
         if not self._is_loaded(chosen, model):
-            self.governor.load(ref, priority)
+            self.governor.load(ref, priority, options=options)
         with self.usage.track(chosen.name, model) as call:
             call.result = chosen.generate(model, prompt, max_tokens=max_tokens)
         return call.result

@@ -103,10 +103,31 @@ class ModelShape:
     # Bytes of weights ggml's CPU backend repacks into interleaved private buffers at load
     # (Q4_0, Q4_K, IQ4_NL matrices of the blocks): with mmap they are copied out of the mapping.
     repacked_weights_bytes: int = 0
+    # Recurrent state (Mamba, RWKV, hybrids; :func:`recurrent_shape`): which layers keep one,
+    # and the float32 values of its two parts per sequence, llama.cpp's n_embd_r() (the conv or
+    # token-shift state) and n_embd_s() (the SSM or WKV state).
+    recurrent_layers: tuple[bool, ...] = ()
+    recurrent_r_values: int = 0
+    recurrent_s_values: int = 0
+    # What the recurrent layers compute per token, for the compute buffer: Mamba's inner size
+    # and its B and C (2 x groups x state), or RWKV's embedding for its time mix.
+    ssm_inner_size: int = 0
+    ssm_bc_size: int = 0
+    ssm_conv_kernel: int = 0
 
     @property
     def kv_layers(self) -> int:
         return sum(1 for n in self.head_count_kv if n > 0)
+
+    @property
+    def ff_width(self) -> int:
+        """The feed-forward width one token computes: the used experts' (each
+        ``expert_feed_forward_length``, or ``feed_forward_length`` where the experts have no
+        length of their own, as in Mixtral) for a mixture of experts, else the dense one."""
+        if self.expert_count and self.expert_used_count:
+            per_expert = self.expert_feed_forward_length or self.feed_forward_length
+            return per_expert * self.expert_used_count
+        return self.feed_forward_length
 
 
 @attrs.frozen
@@ -296,12 +317,43 @@ def compute_buffer_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) 
         else:
             scores = cells * n_tokens * n_head * F32_BYTES
         attention = max(attention, qkv + scores + 2 * hidden)
-    if shape.expert_count and shape.expert_used_count:
-        ff_width = shape.expert_feed_forward_length * shape.expert_used_count
-    else:
-        ff_width = shape.feed_forward_length
-    feed_forward = 2 * ff_width * n_tokens * F32_BYTES + 2 * hidden
-    return max(logits, masks + attention, masks + feed_forward)
+    # A mixture of experts also holds the router's logits, one per expert and token.
+    router = shape.expert_count * n_tokens * F32_BYTES
+    feed_forward = 2 * shape.ff_width * n_tokens * F32_BYTES + 2 * hidden + router
+    recurrent = recurrent_compute_bytes(shape, run, n_tokens) + 2 * hidden
+    return max(logits, masks + attention, masks + feed_forward, recurrent)
+
+
+def recurrent_compute_bytes(shape: ModelShape, run: RunSettings, n_tokens: int) -> int:
+    """The live tensors of one recurrent layer over a micro-batch of ``n_tokens``: Mamba's
+    in-projection (x and z of the inner size, and B and C), the convolution's input with its
+    carried state, the scan's output and new states; RWKV's time-mix projections (r, k, v, g, w)
+    and new WKV states. Follows the graph's shapes (llama-graph.cpp, build_rs); not measured."""
+    if not any(shape.recurrent_layers):
+        return 0
+    sequences = max(1, run.parallel)
+    state = shape.recurrent_s_values * sequences * F32_BYTES
+    if shape.ssm_inner_size:
+        conv_width = shape.ssm_inner_size + shape.ssm_bc_size
+        projection = (shape.ssm_inner_size + conv_width) * n_tokens
+        conv_input = (max(0, shape.ssm_conv_kernel - 1) + n_tokens) * conv_width
+        scan = shape.ssm_inner_size * n_tokens
+        return (projection + conv_input + scan) * F32_BYTES + state
+    # RWKV, and short convolutions (LFM2): a handful of embedding-wide rows per token.
+    return 6 * shape.embedding_length * n_tokens * F32_BYTES + state
+
+
+def recurrent_state_bytes(shape: ModelShape, run: RunSettings, layers: range | None = None) -> int:
+    """Bytes of recurrent state: llama.cpp's llama_memory_recurrent allocates, per recurrent
+    layer, an r and an s tensor of float32, n_embd_r() and n_embd_s() values per row, one row
+    per sequence (mem_size = max(1, n_seq_max)); llama-memory-recurrent.cpp, llama-model.cpp
+    create_memory."""
+    if not shape.recurrent_layers:
+        return 0
+    layers = range(len(shape.recurrent_layers)) if layers is None else layers
+    count = sum(1 for i in layers if i < len(shape.recurrent_layers) and shape.recurrent_layers[i])
+    per_layer = (shape.recurrent_r_values + shape.recurrent_s_values) * F32_BYTES
+    return count * per_layer * max(1, run.parallel)
 
 
 def overhead_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int:
@@ -312,7 +364,7 @@ def overhead_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> int
     graph_nodes = max(1024, 8 * shape.tensor_count)
     graph = graph_nodes * GRAPH_NODE_BYTES
     cells = layout.cells(False) + (layout.cells(True) if any(shape.swa_layers) else 0)
-    cell_meta = cells * KV_CELL_META_BYTES
+    cell_meta = cells * KV_CELL_META_BYTES if shape.kv_layers else 0
     # The output buffer starts with room for one row of logits per sequence.
     outputs = shape.vocab_size * F32_BYTES * run.parallel
     binding, _ = binding_bytes(shape, run)
@@ -352,6 +404,18 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
         )
     if not run.flash_attention:
         notes.append("flash attention off: the compute buffer holds the full attention scores")
+    state = recurrent_state_bytes(shape, run)
+    if state:
+        notes.append(
+            f"{sum(shape.recurrent_layers)} of {shape.block_count} layers keep a recurrent state "
+            f"of {(shape.recurrent_r_values + shape.recurrent_s_values) * F32_BYTES:,} bytes per "
+            f"sequence, {state / MiB:.1f} MiB in all, counted in the KV cache"
+        )
+    if shape.expert_count:
+        notes.append(
+            f"a mixture of {shape.expert_count} experts, {shape.expert_used_count} used per "
+            "token: every expert's weights are loaded, the compute buffer holds the used ones'"
+        )
 
     gpu_bytes = 0
     if run.gpu_layers > 0:
@@ -366,6 +430,7 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
             gpu_bytes += _even_layer_bytes(shape) * len(offloaded)
         if run.kv_offload:
             gpu_bytes += sum(kv_cache_layer_bytes(shape, run, layout, offloaded))
+            gpu_bytes += recurrent_state_bytes(shape, run, offloaded)
         if run.gpu_layers > n_layers:
             gpu_bytes += shape.output_weights_bytes
         gpu_bytes += compute
@@ -375,7 +440,7 @@ def estimate(shape: ModelShape, run: RunSettings) -> Breakdown:
         )
     return Breakdown(
         weights_bytes=shape.weights_bytes,
-        kv_cache_bytes=kv_cache_bytes(shape, run, layout),
+        kv_cache_bytes=kv_cache_bytes(shape, run, layout) + state,
         compute_bytes=compute,
         overhead_bytes=overhead_bytes(shape, run, layout),
         gpu_bytes=gpu_bytes,
@@ -430,7 +495,8 @@ def activation_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> i
 
     Measured with RSS on llama.cpp's CPU backend (docs/estimation.md): the feed-forward block
     (gate, up and their product: three ``n_ff`` rows per token) beside four hidden-state rows,
-    or without flash attention the score matrix twice (scores and softmax), whichever is larger;
+    or without flash attention the score matrix and its f16 copy for the product with V,
+    whichever is larger;
     plus the masks, which every layer reads. A global cache's mask covers the cells in use (the
     prompt, padded to 256); a sliding-window cache's covers all its cells.
     """
@@ -441,15 +507,17 @@ def activation_bytes(shape: ModelShape, run: RunSettings, layout: KVLayout) -> i
     mask_bytes = F16_BYTES if run.flash_attention else F32_BYTES
     cells = {swa: min(layout.swa_cells_per_stream, used) if swa else used for swa in kinds}
     masks = sum(cells.values()) * n_tokens * mask_bytes
-    if shape.expert_count and shape.expert_used_count:
-        ff_width = shape.expert_feed_forward_length * shape.expert_used_count
-    else:
-        ff_width = shape.feed_forward_length
-    feed_forward = n_tokens * F32_BYTES * (3 * ff_width + 4 * shape.embedding_length)
+    feed_forward = n_tokens * F32_BYTES * (3 * shape.ff_width + 4 * shape.embedding_length)
+    feed_forward = max(feed_forward, recurrent_compute_bytes(shape, run, n_tokens))
     attention = 0
     if not run.flash_attention:
+        # The scores (softmax works in place), and the CPU backend's work buffer, where the
+        # softmaxed scores are converted to f16 for their product with the f16 V cache: it is
+        # allocated at the first decode and grows with the cells in use, so it is in no logged
+        # buffer and not in the committed figure.
         n_head = max(shape.head_count, default=0)
-        attention = 2 * max(cells.values(), default=0) * n_tokens * n_head * F32_BYTES
+        scores = max(cells.values(), default=0) * n_tokens * n_head
+        attention = scores * (F32_BYTES + F16_BYTES)
     logits_row = shape.vocab_size * F32_BYTES
     return masks + max(feed_forward, attention) + logits_row
 
@@ -515,8 +583,13 @@ def memory_estimate(
     when layers are offloaded. Every shape-based estimator answers through this."""
     try:
         runtime = options.get("runtime")
-        profile = profile_options(runtime if isinstance(runtime, str) else None, model.provider)
         given = {key: value for key, value in options.items() if value is not None}
+        profile = profile_options(
+            runtime if isinstance(runtime, str) else None,
+            model.provider,
+            context_tokens=context_tokens,
+            parallel=_positive_or_none(given.get("parallel"), "parallel"),
+        )
         run = RunSettings.from_options(context_tokens, {**profile, **given})
     except ValueError as exc:
         raise EstimateUnavailable(f"{model.name}: {exc}", hint="fix the option") from None
@@ -612,6 +685,123 @@ def swa_layers_for(arch: str, metadata: Mapping[str, Any], layers: int) -> tuple
     return tuple(layer % period < period - 1 for layer in range(layers))
 
 
+# -- recurrent state: which architectures keep one, and how it is sized -------------------
+
+# llama.cpp's llm_arch_is_recurrent (llama-arch.cpp): every layer keeps a recurrent state.
+RECURRENT_ARCHITECTURES = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"})
+# llm_arch_is_hybrid architectures memwarden sizes, and which of their layers are recurrent
+# (llama-model.cpp load_hparams and create_memory's layer filters): those without KV heads, or
+# (Falcon-H1) every layer, beside its attention.
+HYBRID_RECURRENT_LAYERS = {
+    "jamba": "no-kv-heads",
+    "granitehybrid": "no-kv-heads",
+    "lfm2": "no-kv-heads",
+    "falcon-h1": "all",
+}
+# Hybrids llama.cpp runs whose state memwarden does not size yet: refused ("cannot size")
+# rather than estimated without their state.
+UNSIZED_ARCHITECTURES = frozenset(
+    {
+        "plamo2",
+        "lfm2moe",
+        "nemotron_h",
+        "nemotron_h_moe",
+        "qwen3next",
+        "kimi-linear",
+        "qwen35",
+        "qwen35moe",
+        "deepseek4",
+    }
+)
+# Keys that only a recurrent model has: an architecture carrying them that is in no table above
+# is refused too.
+_RECURRENT_KEYS = ("ssm.conv_kernel", "ssm.state_size", "wkv.head_size", "shortconv.l_cache")
+MAX_STATE_SIZE = 1 << 16  # ssm.state_size, wkv.head_size
+MAX_CONV_KERNEL = 1 << 10  # ssm.conv_kernel, shortconv.l_cache
+
+
+class UnsupportedArchitecture(ShapeError):
+    """A model whose memory llama.cpp allocates in a way memwarden does not size (a recurrent
+    or hybrid architecture without a formula here): no estimate rather than a wrong one."""
+
+
+@attrs.frozen
+class RecurrentShape:
+    """The recurrent part of a shape: which layers keep a state, and its sizes."""
+
+    layers: tuple[bool, ...] = ()
+    r_values: int = 0
+    s_values: int = 0
+    inner_size: int = 0
+    bc_size: int = 0
+    conv_kernel: int = 0
+
+
+def recurrent_shape(
+    arch: str, metadata: Mapping[str, Any], head_count_kv: tuple[int, ...], embedding: int
+) -> RecurrentShape:
+    """The recurrent state of ``arch`` from its header, as llama.cpp's hparams compute it
+    (llama-hparams.cpp): for RWKV, n_embd_r = token_shift_count x n_embd and n_embd_s =
+    n_embd x wkv.head_size; for LFM2's short convolutions, n_embd_r = n_embd x (l_cache - 1);
+    for Mamba, n_embd_r = (conv_kernel - 1) x (inner_size + 2 x group_count x state_size) and
+    n_embd_s = state_size x inner_size. Raises UnsupportedArchitecture for a recurrent or hybrid
+    architecture it has no formula for, and ShapeError naming a missing key."""
+    layers = len(head_count_kv)
+    recurrent = arch in RECURRENT_ARCHITECTURES or arch in HYBRID_RECURRENT_LAYERS
+    if not recurrent:
+        keys = [f"{arch}.{key}" for key in _RECURRENT_KEYS if f"{arch}.{key}" in metadata]
+        if arch in UNSIZED_ARCHITECTURES or keys:
+            what = (
+                "a hybrid of attention and recurrent layers"
+                if arch in UNSIZED_ARCHITECTURES
+                else (f"recurrent state ({', '.join(keys)})")
+            )
+            raise UnsupportedArchitecture(
+                f"architecture {shown(arch)} keeps {what}, and memwarden has no formula for "
+                "its state size yet"
+            )
+        return RecurrentShape()
+
+    def number(key: str, low: int, high: int, default: int | None = None) -> int:
+        value = metadata.get(f"{arch}.{key}", default)
+        if value is None:
+            raise ShapeError(
+                f"{arch}.{key} is missing; a {arch} model's recurrent state is sized from it"
+            )
+        return shape_int(value, f"{arch}.{key}", low, high)
+
+    rule = HYBRID_RECURRENT_LAYERS.get(arch, "all")
+    which = (
+        tuple(True for _ in range(layers))
+        if rule == "all"
+        else tuple(n == 0 for n in head_count_kv)
+    )
+    if arch.startswith(("rwkv", "arwkv")):
+        head_size = number("wkv.head_size", 1, MAX_STATE_SIZE)
+        shift = number("token_shift_count", 1, 16, 2)
+        return RecurrentShape(
+            layers=which, r_values=shift * embedding, s_values=embedding * head_size
+        )
+    if arch == "lfm2":
+        cache = number("shortconv.l_cache", 1, MAX_CONV_KERNEL)
+        return RecurrentShape(layers=which, r_values=embedding * (cache - 1))
+    conv = number("ssm.conv_kernel", 1, MAX_CONV_KERNEL)
+    inner = number("ssm.inner_size", 1, MAX_EMBEDDING_LENGTH)
+    state = number("ssm.state_size", 1, MAX_STATE_SIZE)
+    # Mamba 1 and Jamba have no groups (llama.cpp reads none: 0); Mamba 2 and the other
+    # hybrids must say how many.
+    groups = 0 if arch in ("mamba", "jamba") else number("ssm.group_count", 0, MAX_HEAD_COUNT)
+    bc = 2 * groups * state
+    return RecurrentShape(
+        layers=which,
+        r_values=(conv - 1) * (inner + bc),
+        s_values=state * inner,
+        inner_size=inner,
+        bc_size=bc,
+        conv_kernel=conv,
+    )
+
+
 def shape_from_metadata(
     metadata: Mapping[str, Any],
     *,
@@ -649,11 +839,18 @@ def shape_from_metadata(
 
     layers = number("block_count", 1, MAX_BLOCK_COUNT)
     embedding = number("embedding_length", 1, MAX_EMBEDDING_LENGTH)
+    # A recurrent model has no attention (its converter writes 0 heads, or nothing) and may
+    # have no feed-forward block.
+    stateful = arch in RECURRENT_ARCHITECTURES
     head_count = _per_layer(
-        get("attention.head_count"), layers, f"{arch}.attention.head_count", 0, MAX_HEAD_COUNT
+        get("attention.head_count", 0 if stateful else None),
+        layers,
+        f"{arch}.attention.head_count",
+        0,
+        MAX_HEAD_COUNT,
     )
     head_count_kv = _per_layer(
-        get("attention.head_count_kv", metadata.get(f"{arch}.attention.head_count")),
+        get("attention.head_count_kv", list(head_count)),
         layers,
         f"{arch}.attention.head_count_kv",
         0,
@@ -663,7 +860,7 @@ def shape_from_metadata(
     key_length = number("attention.key_length", 0, MAX_HEAD_LENGTH, default_head)
     value_length = number("attention.value_length", 0, MAX_HEAD_LENGTH, key_length)
     feed_forward_key = f"{arch}.feed_forward_length"
-    feed_forward = get("feed_forward_length", 4 * embedding)
+    feed_forward = get("feed_forward_length", 0 if stateful else 4 * embedding)
     if isinstance(feed_forward, Sequence) and not isinstance(feed_forward, str | bytes):
         feed_forward = max(
             _per_layer(feed_forward, layers, feed_forward_key, 0, MAX_FEED_FORWARD_LENGTH),
@@ -683,6 +880,7 @@ def shape_from_metadata(
     expert_count = optional("expert_count", 0, MAX_EXPERT_COUNT) or 0
     expert_used = optional("expert_used_count", 0, expert_count) or 0
     expert_ff = optional("expert_feed_forward_length", 0, MAX_FEED_FORWARD_LENGTH) or 0
+    state = recurrent_shape(arch, metadata, head_count_kv, embedding)
     return ModelShape(
         architecture=arch,
         block_count=layers,
@@ -704,6 +902,12 @@ def shape_from_metadata(
         expert_count=expert_count,
         expert_used_count=expert_used,
         expert_feed_forward_length=expert_ff,
+        recurrent_layers=state.layers,
+        recurrent_r_values=state.r_values,
+        recurrent_s_values=state.s_values,
+        ssm_inner_size=state.inner_size,
+        ssm_bc_size=state.bc_size,
+        ssm_conv_kernel=state.conv_kernel,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from memwarden.core.config import Config
-from memwarden.core.errors import ModelFileError, ModelNotFound
+from memwarden.core.errors import EstimateUnavailable, ModelFileError, ModelNotFound
 from memwarden.core.types import Confidence, MemoryEstimate, ModelRef
 from memwarden.estimation.gguf import GGUFModel, read_model, shown
 from memwarden.estimation.model_files import ModelSearch, find_model_file, looks_like_path
@@ -28,6 +28,7 @@ from memwarden.estimation.sizing import (
     REPACKED_TYPES,
     ModelShape,
     ShapeError,
+    UnsupportedArchitecture,
     memory_estimate,
     shape_from_metadata,
 )
@@ -176,6 +177,13 @@ def estimate_gguf(
     ModelFileError naming the file and the key."""
     try:
         shape = shape_of(gguf)
+    except UnsupportedArchitecture as exc:
+        raise EstimateUnavailable(
+            f"{path}: cannot size this model: {exc}",
+            hint="memwarden sizes attention-only, Mamba, RWKV, Jamba, Granite hybrid, Falcon-H1 "
+            "and LFM2 models (docs/estimation.md); for this one, load it and read what it holds "
+            "with `memwarden models`",
+        ) from None
     except ShapeError as exc:
         raise ModelFileError(
             f"{path}: cannot size this model: {exc}",

@@ -34,7 +34,7 @@ import platformdirs
 
 from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
-from memwarden.core.providers import Provider
+from memwarden.core.providers import Provider, ignored_options
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.estimation.gguf import check_regular
 from memwarden.hookspecs import hookimpl
@@ -91,6 +91,8 @@ class Worker:
         self.path = path
         self.keep_alive_s = keep_alive_s
         self.context_tokens: int | None = None
+        # The settings it was loaded with, beside llamacpp_worker.RUNTIME_SETTINGS.
+        self.settings: dict[str, Any] = {}
         self.metadata: dict[str, str] = {}
         # What llama.cpp allocated for the model, and what the bare worker held before it.
         self.allocated_bytes: int | None = None
@@ -180,6 +182,53 @@ class Worker:
             expires_at=self.last_used + self.keep_alive_s if self.keep_alive_s else None,
             pid=self.pid,
         )
+
+
+# Runtime options (core.providers.LOAD_OPTION_KEYS) -> the worker's load settings
+# (llamacpp_worker.RUNTIME_SETTINGS).
+_WORKER_SETTINGS = {
+    "batch_tokens": "n_batch",
+    "ubatch_tokens": "n_ubatch",
+    "flash_attention": "flash_attn",
+    "swa_full": "swa_full",
+    "parallel": "n_seq_max",
+    "mmap": "use_mmap",
+}
+
+
+def worker_settings(
+    options: Mapping[str, Any], context_tokens: int | None = None
+) -> dict[str, Any]:
+    """The worker's load settings for runtime ``options``: ``runtime`` is a profile
+    (estimation.profiles, with its rules for ``context_tokens``) whose values the options given
+    override. The worker runs on the CPU: ``gpu_layers`` (and with it ``kv_offload``) is
+    ignored with a log line."""
+    if not options:
+        return {}
+    from memwarden.estimation.profiles import profile_options
+
+    runtime = options.get("runtime")
+    parallel = options.get("parallel")
+    profile = profile_options(
+        runtime if isinstance(runtime, str) else None,
+        context_tokens=context_tokens,
+        parallel=int(parallel) if parallel else None,
+    )
+    merged = {**profile, **options}
+    settings = {key: merged[option] for option, key in _WORKER_SETTINGS.items() if option in merged}
+    cache = merged.get("kv_type")
+    for option, key in (("kv_type_k", "type_k"), ("kv_type_v", "type_v")):
+        value = merged.get(option) or cache
+        if value:
+            settings[key] = str(value).lower()
+    # llama.cpp needs flash attention for a quantised V cache; the estimate assumes it too.
+    if settings.get("type_v", "f16") not in ("f32", "f16", "bf16"):
+        settings["flash_attn"] = True
+    honoured = {"runtime", "kv_type", "kv_type_k", "kv_type_v", *_WORKER_SETTINGS}
+    if not merged.get("gpu_layers"):
+        honoured |= {"gpu_layers", "kv_offload"}
+    ignored_options("llamacpp", {k: v for k, v in options.items() if k != "binding"}, honoured)
+    return settings
 
 
 _live_providers: weakref.WeakSet[LlamaCppProvider] = weakref.WeakSet()
@@ -300,15 +349,20 @@ class LlamaCppProvider(Provider):
         *,
         context_tokens: int | None = None,
         keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
+        """Load ``model`` in a worker of its own, with ``options`` mapped to the worker's
+        settings (:func:`worker_settings`); a loaded model asked for with another context or
+        other settings is reloaded."""
         self._require_runtime()
         self._reap()
         name, path = self._find(model)
         n_ctx = context_tokens or self.options.default_context_tokens
+        settings = worker_settings(options or {}, n_ctx)
         with self._lock:
             current = self._workers.get(name)
         if current is not None:
-            if current.context_tokens == n_ctx:
+            if current.context_tokens == n_ctx and current.settings == settings:
                 return current.as_loaded(self.name)
             self.unload(name)
         worker = Worker(
@@ -317,13 +371,17 @@ class LlamaCppProvider(Provider):
         try:
             worker.baseline_bytes = process_memory_bytes(worker.pid)
             request = {"op": "load", "path": str(path), "n_ctx": n_ctx}
+            if settings:
+                request["settings"] = settings
             answer = worker.request(
                 {**request, "n_threads": self.options.threads}, self.options.load_timeout_s
             )
         except BaseException:
             worker.stop()
             raise
-        worker.context_tokens = int(answer["n_ctx"])
+        # The worker reports llama.cpp's n_ctx, all sequences together; memwarden's is per one.
+        worker.context_tokens = int(answer["n_ctx"]) // int(settings.get("n_seq_max", 1))
+        worker.settings = settings
         worker.allocated_bytes = answer.get("allocated_bytes")
         worker.metadata = dict(answer.get("metadata") or {})
         with self._lock:

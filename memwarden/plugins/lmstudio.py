@@ -16,7 +16,7 @@ connect to the server succeeds, so a machine without LM Studio never pays for it
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -29,7 +29,7 @@ from memwarden.core.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from memwarden.core.providers import Provider
+from memwarden.core.providers import Provider, ignored_options
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.hookspecs import hookimpl
 
@@ -69,6 +69,37 @@ class LMStudioOptions:
 
 
 OPTIONS = LMStudioOptions
+
+
+# Runtime options (core.providers.LOAD_OPTION_KEYS) -> LM Studio's load config
+# (lmstudio SDK LlmLoadModelConfig: evalBatchSize, flashAttention, llama[KV]CacheQuantizationType,
+# tryMmap, offloadKVCacheToGpu). It has no micro-batch, SWA or parallel setting, and offloads a
+# fraction of the layers (gpu.ratio), not a count.
+_LMSTUDIO_CONFIG = {
+    "batch_tokens": "evalBatchSize",
+    "flash_attention": "flashAttention",
+    "mmap": "tryMmap",
+    "kv_offload": "offloadKVCacheToGpu",
+}
+# Cache types LM Studio accepts (LlmLlamaCacheQuantizationType).
+_LMSTUDIO_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+def lmstudio_load_config(options: Mapping[str, Any]) -> dict[str, Any]:
+    """LM Studio's load config for runtime ``options``; those it cannot honour are named in a
+    log line. ``runtime = "lmstudio"`` is honoured, another runtime's is not."""
+    config = {key: options[option] for option, key in _LMSTUDIO_CONFIG.items() if option in options}
+    honoured = {*_LMSTUDIO_CONFIG, *(["runtime"] if options.get("runtime") == "lmstudio" else [])}
+    for option, key in (
+        ("kv_type_k", "llamaKCacheQuantizationType"),
+        ("kv_type_v", "llamaVCacheQuantizationType"),
+    ):
+        cache = str(options.get(option) or options.get("kv_type") or "").lower()
+        if cache in _LMSTUDIO_CACHE_TYPES:
+            config[key] = cache
+            honoured |= {option, "kv_type"} if options.get(option) is None else {option}
+    ignored_options("lmstudio", options, honoured)
+    return config
 
 
 class LMStudioProvider(Provider):
@@ -260,16 +291,22 @@ class LMStudioProvider(Provider):
         *,
         context_tokens: int | None = None,
         keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
-        options: dict[str, Any] = {}
+        """Load a new instance; runtime ``options`` become its load config
+        (:func:`lmstudio_load_config`)."""
+        arguments: dict[str, Any] = {}
+        config = lmstudio_load_config(options or {})
         if context_tokens:
-            options["config"] = {"contextLength": context_tokens}
+            config["contextLength"] = context_tokens
+        if config:
+            arguments["config"] = config
         if keep_alive_s is not None:
             # LM Studio's TTL is whole seconds; a negative keep-alive means "forever".
-            options["ttl"] = None if keep_alive_s < 0 else max(1, round(keep_alive_s))
+            arguments["ttl"] = None if keep_alive_s < 0 else max(1, round(keep_alive_s))
 
         def load(client: lmstudio.Client) -> LoadedModel:
-            handle = client.llm.load_new_instance(model, **options)
+            handle = client.llm.load_new_instance(model, **arguments)
             info = handle.get_info()
             return LoadedModel(
                 name=info.model_key,

@@ -23,7 +23,7 @@ import attrs
 from memwarden.core import netprobe
 from memwarden.core.config import Config, count, seconds
 from memwarden.core.errors import ModelNotFound, ProviderError, ProviderUnavailable
-from memwarden.core.providers import Provider
+from memwarden.core.providers import Provider, ignored_options
 from memwarden.core.types import AvailableModel, GenerateResult, LoadedModel, ProviderStatus
 from memwarden.hookspecs import hookimpl
 
@@ -87,6 +87,22 @@ def normalise_host(host: str) -> str:
         hostname = f"[{hostname}]"
     port = parts.port or (443 if parts.scheme == "https" else 11434)
     return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
+
+
+# Runtime options (core.providers.LOAD_OPTION_KEYS) -> Ollama's per-request model options
+# (api/types.go, Runner: num_batch, num_gpu, use_mmap). Flash attention, the cache type and
+# parallel sequences are the server's settings (OLLAMA_FLASH_ATTENTION, OLLAMA_KV_CACHE_TYPE,
+# OLLAMA_NUM_PARALLEL), not a request's.
+_OLLAMA_OPTIONS = {"batch_tokens": "num_batch", "gpu_layers": "num_gpu", "mmap": "use_mmap"}
+
+
+def ollama_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Ollama's request options for runtime ``options``; those it has no per-request setting
+    for are named in a log line. ``runtime = "ollama"`` is honoured, another runtime's is not."""
+    request = {key: options[option] for option, key in _OLLAMA_OPTIONS.items() if option in options}
+    honoured = {*_OLLAMA_OPTIONS, *(["runtime"] if options.get("runtime") == "ollama" else [])}
+    ignored_options("ollama", options, honoured)
+    return request
 
 
 class OllamaProvider(Provider):
@@ -291,12 +307,21 @@ class OllamaProvider(Provider):
         *,
         context_tokens: int | None = None,
         keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
-        options = {"num_ctx": context_tokens} if context_tokens else None
+        """Load through ``/api/generate`` with an empty prompt; runtime ``options`` become
+        Ollama's request options (:func:`ollama_options`)."""
+        request = ollama_options(options or {})
+        if context_tokens:
+            request["num_ctx"] = context_tokens
         self._call(
             "load",
             lambda client: client.generate(
-                model=model, prompt="", options=options, keep_alive=keep_alive_s, stream=False
+                model=model,
+                prompt="",
+                options=request or None,
+                keep_alive=keep_alive_s,
+                stream=False,
             ),
             model=model,
             timeout_s=self.options.load_timeout_s,

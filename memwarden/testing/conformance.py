@@ -46,6 +46,7 @@ from memwarden.core.strategy import StrategyContext, action_problem
 from memwarden.core.types import (
     Action,
     ActionKind,
+    ActionRecord,
     AvailableModel,
     ContextWindow,
     DeviceSnapshot,
@@ -54,6 +55,7 @@ from memwarden.core.types import (
     LoadedModel,
     MemoryEstimate,
     MemoryPool,
+    MemorySample,
     Message,
     ModelRef,
     PoolKind,
@@ -133,7 +135,23 @@ def sample_records() -> dict[str, Any]:
             success=False,
             prompt_tokens=12,
             error="ProviderUnavailable: connection refused",
+            ttft_s=0.125,
         ),
+        "action": ActionRecord(
+            at=1_700_000_003.5,
+            kind=ActionKind.UNLOAD,
+            strategy="idle-unload",
+            description="unload llama3.2 (idle 10 min)",
+            ok=True,
+            expected_freed_bytes=2 * GIB,
+            measured_freed_bytes=2 * GIB - 4096,
+            level_before=PressureLevel.CRITICAL,
+            level_after=PressureLevel.WARNING,
+            model="llama3.2",
+            provider="ollama",
+            pool_id="cuda:0",
+        ),
+        "sample": MemorySample.of(reading),
     }
     assert tuple(records) == PERSISTED_KINDS, "sample_records is missing a persisted kind"
     return records

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -119,14 +119,24 @@ class MemoryProvider(Provider):
         self.device = device
         self.models: dict[str, LoadedModel] = {}
         self.sizes: dict[str, int] = {}  # weights bytes per model name
+        # What the process really holds, per model name, where it differs from the committed
+        # figure (a runtime that reserves a compute buffer it never touches).
+        self.resident_sizes: dict[str, int] = {}
         self.unloaded: list[str] = []
         self.loads: list[tuple[str, int | None]] = []
+        self.load_options: list[dict[str, Any]] = []  # the runtime options of each load
         self.failing: set[str] = set()
         self.cache_bytes = 0
         self._ids = itertools.count(1)
 
-    def add_model(self, name: str, weights_bytes: int) -> None:
+    def add_model(
+        self, name: str, weights_bytes: int, *, resident_bytes: int | None = None
+    ) -> None:
+        """Offer model ``name``; with ``resident_bytes``, a loaded instance holds that much of
+        the pool (and reports it as ``LoadedModel.resident_bytes``) whatever it commits."""
         self.sizes[name] = weights_bytes
+        if resident_bytes is not None:
+            self.resident_sizes[name] = resident_bytes
 
     def _footprint(self, name: str, context_tokens: int | None) -> int:
         return self.sizes[name] + (context_tokens or 0) * KV_BYTES_PER_TOKEN
@@ -143,7 +153,12 @@ class MemoryProvider(Provider):
         return list(self.models.values())
 
     def load(
-        self, model: str, *, context_tokens: int | None = None, keep_alive_s: float | None = None
+        self,
+        model: str,
+        *,
+        context_tokens: int | None = None,
+        keep_alive_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadedModel:
         instance = f"{model}#{next(self._ids)}"
         loaded = LoadedModel(
@@ -153,17 +168,19 @@ class MemoryProvider(Provider):
             context_tokens=context_tokens,
             idle_since=time.time(),
             instance_id=instance,
+            resident_bytes=self.resident_sizes.get(model),
         )
         self.models[instance] = loaded
-        self.device.models_bytes += loaded.total_bytes
+        self.device.models_bytes += _held(loaded)
         self.loads.append((model, context_tokens))
+        self.load_options.append(dict(options or {}))
         return loaded
 
     def unload(self, model: str) -> None:
         if model in self.failing:
             raise RuntimeError(f"runtime refused to unload {model}")
         loaded = self.models.pop(model)
-        self.device.models_bytes -= loaded.total_bytes
+        self.device.models_bytes -= _held(loaded)
         self.unloaded.append(model)
 
     def generate(self, model: str, prompt: str, *, max_tokens: int | None = None) -> GenerateResult:
@@ -190,6 +207,11 @@ class MemoryProvider(Provider):
         released, self.cache_bytes = self.cache_bytes, 0
         self.device.baseline_bytes -= released
         return released
+
+
+def _held(model: LoadedModel) -> int:
+    """What a loaded instance takes from the scripted pool: what its process holds."""
+    return model.total_bytes if model.resident_bytes is None else model.resident_bytes
 
 
 class MemoryRuntimePlugin:
