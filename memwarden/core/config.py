@@ -188,6 +188,12 @@ class GovernorConfig:
     psi_window_us: int = attrs.field(
         default=2_000_000, validator=[v.instance_of(int), v.ge(500_000), v.le(10_000_000)]
     )
+    # Linux: wake the monitor at once on cgroup events (v1 usage thresholds through an eventfd,
+    # v2 memory.events) of the cgroup the system plugin measures.
+    kernel_events: bool = True
+    # Sample sooner than the level's interval as a pool nears its next level, and the faster
+    # its headroom shrinks (never below 50 ms).
+    adaptive_interval: bool = True
     # Idle unload: a model unused this long may be unloaded under pressure; None: never.
     idle_unload_after_s: float | None = _seconds(600.0, optional=True)
     # Shrink context: the smallest context a model is reloaded with, and the factor per step.

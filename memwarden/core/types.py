@@ -301,6 +301,8 @@ class ActionKind(enum.StrEnum):
 def _action_kind(value: ActionKind | str) -> ActionKind | str:
     # A known kind given as a plain string becomes the enum member; anything else is kept as
     # it came, so that the governor can reject it by name when it is proposed.
+    if type(value) is ActionKind:
+        return value
     try:
         return ActionKind(value)
     except ValueError:
