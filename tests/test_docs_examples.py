@@ -110,7 +110,10 @@ def test_compress_context_example():
             Message("assistant", "new", tokens=50),
         )
     )
-    result = warden.hook.compress_context(window=window, budget_tokens=80)
+    from memwarden.context import CompressionContext, EstimateTokenizer
+
+    context = CompressionContext(tokenizer=EstimateTokenizer())
+    result = warden.hook.compress_context(window=window, budget_tokens=80, context=context)
     assert [m.content for m in result.messages] == ["be terse", "new"]
 
 
@@ -182,6 +185,7 @@ CONFIG_DOCS = [
     "docs/devices.md",
     "docs/estimation.md",
     "docs/history.md",
+    "docs/serve.md",
 ]
 
 

@@ -41,6 +41,7 @@ COMMANDS = {
     "report": "memwarden.cli.history",
     "recommend": "memwarden.cli.history",
     "pick": "memwarden.cli.pick",
+    "serve": "memwarden.cli.serve",
     "context": "memwarden.cli.context",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
