@@ -25,6 +25,8 @@ from memwarden.core.errors import MemwardenError, ModelNotFound
 from memwarden.core.providers import Provider
 from memwarden.core.types import GenerateResult
 from memwarden.core.usage import _Call
+from memwarden.serve.context import CHAT_ROUTES, SESSION_HEADER, ContextFitter, Fitted
+from memwarden.serve.context import HEADER as CONTEXT_HEADER
 from memwarden.serve.gate import Busy, Gate, NeverFits
 
 # Hop-by-hop and length headers that must not be copied between the two connections.
@@ -80,6 +82,8 @@ class Proxy:
         self.warden = gate.warden
         self.client = client
         self.on_request = on_request
+        # Compresses chat requests that would not fit their model's context (serve/context.py).
+        self.fitter: ContextFitter | None = ContextFitter(self.warden)
 
     # -- the routes ------------------------------------------------------------------------
 
@@ -146,14 +150,28 @@ class Proxy:
         if serving is not None:
             # A use, for the eviction cost's recency and frequency.
             self.gate.governor.record_use(serving)
+        fitted = None
+        if path in CHAT_ROUTES and self.fitter is not None:
+            try:
+                fitted = await anyio.to_thread.run_sync(
+                    self.fitter.fit, body, model, serving, request.headers.get(SESSION_HEADER)
+                )
+            except BaseException as exc:
+                _leave(tracked, exc)
+                raise
+            if fitted is not None:
+                body = {**body, "messages": fitted.messages}
         if embedded:
             return self._done(
-                path, await _embedded(provider, ref.name, model, path, body, tracked, call, started)
+                path,
+                _with_context(
+                    fitted,
+                    await _embedded(provider, ref.name, model, path, body, tracked, call, started),
+                ),
             )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_HEADERS}
-        upstream = self.client.build_request(
-            "POST", base + path, content=await request.body(), headers=headers
-        )
+        content = json.dumps(body).encode() if fitted is not None else await request.body()
+        upstream = self.client.build_request("POST", base + path, content=content, headers=headers)
         try:
             answer = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
@@ -172,15 +190,25 @@ class Proxy:
                 await answer.aclose()
             call.result = _tokens(model, provider.name, content)
             _leave(tracked, None if answer.status_code < 400 else _Failed(answer.status_code))
+            if fitted is not None and fitted.session_id and answer.status_code < 400:
+                assert self.fitter is not None
+                await anyio.to_thread.run_sync(
+                    self.fitter.remember_reply, fitted.session_id, content
+                )
             return self._done(
                 path,
-                Response(content, status_code=answer.status_code, headers=_copy(answer.headers)),
+                _with_context(
+                    fitted,
+                    Response(
+                        content, status_code=answer.status_code, headers=_copy(answer.headers)
+                    ),
+                ),
             )
         stream = _Stream(answer, tracked, call, started, model, provider.name)
         response = _StreamResponse(
             stream, status_code=answer.status_code, headers=_copy(answer.headers)
         )
-        return self._done(path, response)
+        return self._done(path, _with_context(fitted, response))
 
     def _done(self, path: str, response: Response) -> Response:
         if self.on_request is not None:
@@ -277,6 +305,13 @@ def _context_tokens(body: dict[str, Any]) -> int | None:
     if isinstance(options, dict) and isinstance(options.get("num_ctx"), int):
         return int(options["num_ctx"])
     return None
+
+
+def _with_context(fitted: Fitted | None, response: Response) -> Response:
+    """``response`` with the header that says how its request's context was fitted."""
+    if fitted is not None and fitted.header is not None:
+        response.headers[CONTEXT_HEADER] = fitted.header
+    return response
 
 
 def _copy(headers: httpx.Headers) -> dict[str, str]:
