@@ -115,3 +115,19 @@ def test_a_long_session_is_compressed_at_ninety_percent_of_its_budget(door):
     sent = forwarded(fake)
     assert sum(TOKENS.count(m["content"]) for m in sent) <= int(budget * 0.6)
     assert raw.headers["x-memwarden-context"].startswith("compressed; strategy=")
+
+
+def test_a_loaded_summary_model_writes_the_summary_through_its_provider(tmp_path):
+    config = '[plugins.context-summary]\nmodel = "llama3.2"\n'
+    with front_door(tmp_path, config=config) as (server, fake):
+        client(server).chat.completions.create(model="llama3.2", messages=long_conversation())
+        summary = forwarded(fake)[1]["content"]
+    assert summary.endswith("earlier messages: " + ANSWER)
+
+
+def test_a_summary_model_that_is_not_loaded_leaves_the_extractive_summary(tmp_path):
+    config = '[plugins.context-summary]\nmodel = "qwen2.5"\n'
+    with front_door(tmp_path, config=config) as (server, fake):
+        client(server).chat.completions.create(model="llama3.2", messages=long_conversation())
+        summary = forwarded(fake)[1]["content"]
+    assert "the vault code is TANGO-4417." in summary

@@ -251,7 +251,19 @@ def _result(
 
 
 def _generator(warden: Warden) -> Callable[[str, str], str] | None:
+    """``generate(model, prompt)`` through the model's provider, for a model already loaded
+    only: compressing under pressure must not load a model (the caller falls back)."""
+    from memwarden.core.errors import ModelNotFound
+    from memwarden.core.providers import same_model
+
     def generate(model: str, prompt: str) -> str:
+        loaded = [m.name for m in warden.governor.loaded_models()]
+        if not any(same_model(name, model) for name in loaded):
+            raise ModelNotFound(
+                f"summary model {model!r} is not loaded",
+                hint="load it (memwarden load) to have it write summaries; "
+                "the extractive summary is used meanwhile",
+            )
         return warden.generate(model, prompt, max_tokens=256).text
 
     return generate
