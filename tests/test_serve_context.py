@@ -131,3 +131,28 @@ def test_a_summary_model_that_is_not_loaded_leaves_the_extractive_summary(tmp_pa
         client(server).chat.completions.create(model="llama3.2", messages=long_conversation())
         summary = forwarded(fake)[1]["content"]
     assert "the vault code is TANGO-4417." in summary
+
+
+def test_under_pressure_the_budget_is_halved(door):
+    from memwarden.core.types import PressureLevel
+
+    server, fake = door
+    client(server).chat.completions.create(  # loaded first: no admission samples again
+        model="llama3.2", messages=[{"role": "user", "content": "hi"}]
+    )
+    server.warden.governor.level = PressureLevel.WARNING
+    messages = long_conversation()
+    client(server).chat.completions.create(model="llama3.2", messages=messages)
+    half = (4096 - 512 - 8 * len(messages)) // 2
+    assert sum(TOKENS.count(m["content"]) for m in forwarded(fake)) <= half
+
+
+def test_context_show_reads_a_session_the_front_door_kept(tmp_path, run_cli):
+    with front_door(tmp_path) as (server, _):
+        client(server).chat.completions.create(
+            model="llama3.2",
+            messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"X-Memwarden-Session": "s4"},
+        )
+    data = run_cli("--config", str(tmp_path / "memwarden.toml"), "context", "show", "s4", "--json")
+    assert [m["role"] for m in data.json()["messages"]] == ["user", "assistant"]
