@@ -156,3 +156,36 @@ def test_context_show_reads_a_session_the_front_door_kept(tmp_path, run_cli):
         )
     data = run_cli("--config", str(tmp_path / "memwarden.toml"), "context", "show", "s4", "--json")
     assert [m["role"] for m in data.json()["messages"]] == ["user", "assistant"]
+
+
+def test_the_governors_compress_action_shrinks_a_front_door_session(door):
+    from memwarden.core.types import Action, ActionKind
+
+    server, fake = door
+    session = {"X-Memwarden-Session": "s5"}
+    api = client(server)
+    for n in range(6):
+        text = f"Note {n}: the tide table says {n * 11} centimetres at noon, near the harbour."
+        api.chat.completions.create(
+            model="llama3.2", messages=[{"role": "user", "content": text}], extra_headers=session
+        )
+    governor = server.warden.governor
+    governor.execute(
+        Action(
+            kind=ActionKind.COMPRESS_CONTEXT,
+            strategy="test",
+            description="compress s5",
+            expected_freed_bytes=0,
+            cost=2.0,
+            session_id="s5",
+            budget_tokens=60,
+        )
+    )
+    api.chat.completions.create(
+        model="llama3.2",
+        messages=[{"role": "user", "content": "What was note 2?"}],
+        extra_headers=session,
+    )
+    sent = forwarded(fake)
+    assert sum(TOKENS.count(m["content"]) for m in sent[:-1]) <= 60
+    assert sent[-1] == {"role": "user", "content": "What was note 2?"}
