@@ -239,3 +239,32 @@ def test_a_model_serving_a_stream_is_not_unloaded_below_emergency(capped):
         fake.hold_streams.set()
         list(stream)
     assert sorted(fake.loaded) == ["llama3.2:latest"]
+
+
+def test_model_auto_is_chosen_by_pick_model_and_the_choice_is_in_a_header(door):
+    door, _fake = door
+    answer = client(door).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "why is the sky blue"}]
+    )
+    assert answer.headers["x-memwarden-model-choice"] == (
+        "ollama/llama3.2:latest; pick-smallest; llama3.2:latest: the smallest of 3 capable "
+        "models that fit now (1.9 GiB)"
+    )
+    completion = answer.parse()
+    assert (completion.model, completion.choices[0].message.content) == (
+        "llama3.2:latest",
+        ANSWER,
+    )
+
+
+def test_a_pick_alias_names_the_model_it_stands_for(tmp_path):
+    aliases = '[pick.aliases]\nthinker = "deepseek-r1:latest"\n'
+    with front_door(tmp_path, config=aliases) as (door, fake):
+        answer = client(door).chat.completions.with_raw_response.create(
+            model="thinker", messages=[{"role": "user", "content": "why is the sky blue"}]
+        )
+        assert answer.headers["x-memwarden-model-choice"].startswith(
+            "ollama/deepseek-r1:latest; pick-preference; "
+        )
+        assert answer.parse().model == "deepseek-r1:latest"
+        assert loads(fake, "deepseek-r1:latest") == 1

@@ -80,6 +80,10 @@ class Gate:
         self._refs[model] = (now, ref)
         return ref
 
+    def remember(self, model: str, ref: ModelRef) -> None:
+        """Resolve ``model`` to ``ref`` for a while (a model ``pick_model`` chose)."""
+        self._refs[model] = (self.clock(), ref)
+
     def _model_ref(self, model: str) -> ModelRef:
         return self.warden.model_ref(model, need_provider=True)
 

@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from memwarden.core.errors import MemwardenError, ModelNotFound
+from memwarden.core.picking import pick
 from memwarden.core.providers import Provider
-from memwarden.core.types import GenerateResult
+from memwarden.core.types import GenerateResult, ModelChoice, ModelRef, ModelRequest
 from memwarden.core.usage import _Call
 from memwarden.serve.context import CHAT_ROUTES, SESSION_HEADER, ContextFitter, Fitted
 from memwarden.serve.context import HEADER as CONTEXT_HEADER
@@ -101,16 +102,25 @@ class Proxy:
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError as exc:
-            return self._done(path, error(400, f"the request body is not JSON: {exc}"))
+            return self._done(path, None, error(400, f"the request body is not JSON: {exc}"))
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or not model:
-            return self._done(path, error(400, "the request names no model ('model' is missing)"))
+            return self._done(
+                path, None, error(400, "the request names no model ('model' is missing)")
+            )
+        choice: ModelChoice | None = None
+        if model == AUTO_MODEL or model in self.warden.config.pick.aliases:
+            try:
+                choice = await anyio.to_thread.run_sync(self._pick, model, path, body, native)
+            except ModelNotFound as exc:
+                return self._done(path, choice, error(404, exc.message))
+            model = body["model"] = choice.model.name
         try:
             ref = await self.gate.resolve(model)
         except ModelNotFound as exc:
-            return self._done(path, error(404, exc.message))
+            return self._done(path, choice, error(404, exc.message))
         except MemwardenError as exc:
-            return self._done(path, error(502, exc.message))
+            return self._done(path, choice, error(502, exc.message))
         provider = self.warden.provider(ref.provider or "")
         base = upstream_base(provider)
         embedded = base is None and not native and path in EMBEDDED_ROUTES
@@ -118,6 +128,7 @@ class Proxy:
         if not embedded and (base is None or (native and provider.name != "ollama")):
             return self._done(
                 path,
+                choice,
                 error(
                     501,
                     f"model {model!r} is served by provider {provider.name!r}, which memwarden "
@@ -136,13 +147,14 @@ class Proxy:
             _leave(tracked, exc)
             response = error(503, exc.message)
             response.headers["Retry-After"] = str(exc.retry_after_s)
-            return self._done(path, response)
+            return self._done(path, choice, response)
+
         except NeverFits as exc:
             _leave(tracked, exc)
-            return self._done(path, error(507 if native else 400, exc.message, "never"))
+            return self._done(path, choice, error(507 if native else 400, exc.message, "never"))
         except MemwardenError as exc:
             _leave(tracked, exc)
-            return self._done(path, error(502, exc.message))
+            return self._done(path, choice, error(502, exc.message))
         except BaseException as exc:
             _leave(tracked, exc)
             raise
@@ -164,19 +176,21 @@ class Proxy:
         if embedded:
             return self._done(
                 path,
+                choice,
                 _with_context(
                     fitted,
                     await _embedded(provider, ref.name, model, path, body, tracked, call, started),
                 ),
             )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_HEADERS}
-        content = json.dumps(body).encode() if fitted is not None else await request.body()
+        rewritten = choice is not None or fitted is not None
+        content = json.dumps(body).encode() if rewritten else await request.body()
         upstream = self.client.build_request("POST", base + path, content=content, headers=headers)
         try:
             answer = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
             _leave(tracked, exc)
-            return self._done(path, error(502, f"{provider.name} ({base}): {exc}"))
+            return self._done(path, choice, error(502, f"{provider.name} ({base}): {exc}"))
         except BaseException as exc:
             _leave(tracked, exc)
             raise
@@ -197,6 +211,7 @@ class Proxy:
                 )
             return self._done(
                 path,
+                choice,
                 _with_context(
                     fitted,
                     Response(
@@ -208,12 +223,56 @@ class Proxy:
         response = _StreamResponse(
             stream, status_code=answer.status_code, headers=_copy(answer.headers)
         )
-        return self._done(path, _with_context(fitted, response))
+        return self._done(path, choice, _with_context(fitted, response))
 
-    def _done(self, path: str, response: Response) -> Response:
+    def _pick(self, asked: str, path: str, body: dict[str, Any], native: bool) -> ModelChoice:
+        """``"model": "auto"`` or a ``[pick.aliases]`` name: the ``pick_model`` hook chooses."""
+        task = "embed" if "embed" in path else "chat"
+        context = _context_tokens(body) if native else None
+        request = ModelRequest(
+            task=task,
+            min_context_tokens=context or 0,
+            preferred=() if asked == AUTO_MODEL else (asked,),
+        )
+        choice, _ = pick(self.warden, request)
+        # The provider that offers the chosen model serves it, whatever else shares its name.
+        self.gate.remember(choice.model.name, ModelRef(choice.model.name, choice.model.provider))
+        return choice
+
+    def _pick(self, asked: str, path: str, body: dict[str, Any], native: bool) -> ModelChoice:
+        """``"model": "auto"`` or a ``[pick.aliases]`` name: the ``pick_model`` hook chooses."""
+        task = "embed" if "embed" in path else "chat"
+        context = _context_tokens(body) if native else None
+        request = ModelRequest(
+            task=task,
+            min_context_tokens=context or 0,
+            preferred=() if asked == AUTO_MODEL else (asked,),
+        )
+        choice, _ = pick(self.warden, request)
+        # The provider that offers the chosen model serves it, whatever else shares its name.
+        self.gate.remember(choice.model.name, ModelRef(choice.model.name, choice.model.provider))
+        return choice
+
+    def _done(self, path: str, choice: ModelChoice | None, response: Response) -> Response:
+        if choice is not None:
+            response.headers[PICK_HEADER] = pick_header(choice)
         if self.on_request is not None:
             self.on_request(path, response.status_code)
         return response
+
+
+# The model name that asks memwarden to choose (``pick_model``), and the header that says what it
+# chose and why.
+AUTO_MODEL = "auto"
+PICK_HEADER = "X-Memwarden-Model-Choice"
+
+
+def pick_header(choice: ModelChoice) -> str:
+    """``provider/model; chooser; reason; reason``, in ASCII as HTTP headers must be."""
+    text = "; ".join(
+        (f"{choice.model.provider}/{choice.model.name}", choice.chooser, *choice.reasons)
+    )
+    return text.encode("ascii", "replace").decode("ascii")[:1000]
 
 
 # The OpenAI routes an embedded runtime (a provider with a ``stream`` method) serves itself.
