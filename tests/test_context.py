@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from memwarden.context import (
@@ -265,11 +266,6 @@ def test_cli_show_prints_a_sessions_window_and_facts(tmp_path: Path, run_cli, wr
 # -- managed sessions and the governor's compress action ------------------------------------------
 
 
-def long_session_window() -> ContextWindow:
-    window = conversation(60)
-    return window
-
-
 def test_governor_compress_action_frees_at_least_the_tokens_it_claimed() -> None:
     from memwarden.core.governor import Governor
     from memwarden.core.sessions import ManagedSession
@@ -278,14 +274,11 @@ def test_governor_compress_action_frees_at_least_the_tokens_it_claimed() -> None
 
     warden = builtin_warden(parse_config_data({"state": {"enabled": False}}, None))
     governor = Governor(warden)
-    window = long_session_window()
+    window = conversation(60)
     governor.sessions.register(
         ManagedSession(session_id="s1", model="m", window=window, kv_bytes_per_token=1024)
     )
-    reading = governor.sample()
-    import attrs
-
-    reading = attrs.evolve(reading, level=PressureLevel.WARNING)
+    reading = attrs.evolve(governor.sample(), level=PressureLevel.WARNING)
     [action] = strategy.on_pressure(reading=reading, context=governor.context(reading))
     governor.execute(action)
     after = governor.sessions.get("s1").window.tokens
@@ -300,10 +293,4 @@ def test_session_registry_writes_windows_to_the_memory_file(tmp_path: Path) -> N
     window = conversation(3)
     registry.register(ManagedSession(session_id="s1", model="m", window=window))
     db = open_memory(tmp_path / "context-memory.db")
-    assert load_window(db, "s1") == attrs_evolve(window, model="m")
-
-
-def attrs_evolve(window: ContextWindow, **changes: object) -> ContextWindow:
-    import attrs
-
-    return attrs.evolve(window, **changes)
+    assert load_window(db, "s1") == attrs.evolve(window, model="m")

@@ -181,8 +181,8 @@ def compress(
 ) -> CompressionResult:
     """Fit ``window`` in ``budget_tokens`` through the ``compress_context`` plugins: the one
     function the CLI, the governor and the front door call. A window that fits is returned as
-    it is. Raises :class:`UnknownStrategy`, :class:`ContextTooLarge`, or ``ContextTooLarge``
-    when no plugin could fit it."""
+    it is. Raises :class:`UnknownStrategy` for a strategy no enabled plugin is called, and
+    :class:`ContextTooLarge` when what must be kept is over the budget or no plugin fits it."""
     started = time.perf_counter()
     counted = count_window(window, tokenizer)
     before = counted.tokens
