@@ -45,6 +45,7 @@ from memwarden.core.types import (
     GenerateResult,
     LoadedModel,
     ModelRef,
+    PoolKind,
     ProviderStatus,
 )
 from memwarden.core.units import format_bytes
@@ -339,8 +340,9 @@ class RayProvider(Provider):
 
     name = NAME
 
-    def __init__(self, options: RayOptions) -> None:
+    def __init__(self, options: RayOptions, config: Config | None = None) -> None:
         self.options = options
+        self.config = config if config is not None else parse_config_data({}, None)
         self._placed: dict[str, _Placed] = {}
         self._lost: dict[str, str] = {}  # model -> node it was lost with
         self._lock = threading.Lock()
@@ -445,7 +447,10 @@ class RayProvider(Provider):
         log.warning("ray: %s was lost with node %s", entry.model, entry.node_id)
 
     def estimate_bytes(self, model: str, context_tokens: int, options: Mapping[str, Any]) -> int:
-        """The model's committed estimate, as requested from Ray: from its GGUF header."""
+        """The model's estimate from its GGUF header, in the figure admission budgets the
+        resource's pool kind with (resident in system RAM, committed in GPU memory): what the
+        model actor requests from Ray."""
+        from memwarden.core.admission import estimate_bytes
         from memwarden.plugins.gguf_estimator import estimate_file
         from memwarden.plugins.llamacpp import LlamaCppOptions, LlamaCppProvider
 
@@ -454,7 +459,8 @@ class RayProvider(Provider):
         estimate = estimate_file(
             ModelRef(name=name, path=str(path)), path, context_tokens, dict(options)
         )
-        return estimate.total_bytes
+        kind = PoolKind.SYSTEM if self.options.resource == "llm_ram_bytes" else PoolKind.GPU
+        return estimate_bytes(estimate, kind, self.config)
 
     def load(
         self,
@@ -470,12 +476,6 @@ class RayProvider(Provider):
         context = context_tokens or int(self.options.llamacpp.get("default_context_tokens", 2048))
         requested = self.estimate_bytes(model, context, options or {})
         resource = self.options.resource
-        with self._lock:
-            current = self._placed.get(model)
-        if current is not None:
-            if current.loaded.context_tokens == context:
-                return current.loaded
-            self.unload(model)
         largest = max((n["resources"].get(resource, 0) for n in self.nodes()), default=0)
         if requested > largest:
             raise InsufficientMemory(
@@ -484,6 +484,12 @@ class RayProvider(Provider):
                 hint="load it with a shorter context, or add a node that can take it "
                 "(memwarden fleet node-args)",
             )
+        with self._lock:
+            current = self._placed.get(model)
+        if current is not None:
+            if current.loaded.context_tokens == context:
+                return current.loaded
+            self.unload(model)
         if self._actor_class is None:
             self._actor_class = ray.remote(ModelActor)
         actor = self._actor_class.options(
@@ -571,4 +577,4 @@ class RayProvider(Provider):
 def register_providers(register: Callable[[Provider], None], config: Config) -> None:
     options = config.plugin_options(NAME, RayOptions)
     if options.address is not None:
-        register(RayProvider(options))
+        register(RayProvider(options, config))
