@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from memwarden.core.admission import node_resources
 from memwarden.core.config import parse_config_data
 from memwarden.core.errors import InsufficientMemory, ProviderUnavailable
-from memwarden.plugins.gguf_estimator import estimate_file
 from memwarden.core.types import DeviceSnapshot, MemoryPool, ModelRef, PoolKind
 from memwarden.core.units import format_bytes
+from memwarden.plugins.gguf_estimator import estimate_file
 
 GiB = 1024**3
 MiB = 1024**2
