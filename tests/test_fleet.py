@@ -208,3 +208,29 @@ def test_after_a_node_is_removed_its_model_is_placed_again_on_another(fleet):
     answer = provider.generate(victim, "Hello", max_tokens=4)
     assert answer.model == victim
     assert provider.node_of(victim) == fleet["node_b"].node_id
+
+
+# -- the simulated fleet (benchmarks/fleet_sim.py) -------------------------------------------
+
+
+def _fleet_sim():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "fleet_sim.py"
+    spec = importlib.util.spec_from_file_location("fleet_sim", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fleet_sim"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulated_fleet_placed_by_estimates_has_no_out_of_memory_event():
+    row = _fleet_sim().run("memwarden", 60, 3000, seed=3)
+    assert (row["oom_events"], row["lost"]) == (0, 0)
+
+
+def test_simulated_fleet_placed_by_count_runs_hosts_out_of_memory():
+    row = _fleet_sim().run("count", 60, 3000, seed=3, per_host=3)
+    assert (row["oom_events"], row["lost"]) == (87, 87)
