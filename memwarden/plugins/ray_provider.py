@@ -26,6 +26,7 @@ import contextlib
 import importlib.util
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -549,8 +550,7 @@ class RayProvider(Provider):
                 timeout=self.options.call_timeout_s,
             )
         except Exception as exc:
-            alive = {node["node_id"] for node in self.nodes()}
-            if entry.node_id not in alive:
+            if entry.node_id not in self._alive_after_actor_died(exc, entry.node_id):
                 self._mark_lost(entry)
                 raise ProviderUnavailable(
                     f"ray: {model} was lost with node {entry.node_id} during the request",
@@ -563,6 +563,22 @@ class RayProvider(Provider):
                 hint="send the request again: the next one loads the model again",
             ) from None
         return attrs.evolve(GenerateResult(**data), provider=self.name)
+
+    def _alive_after_actor_died(
+        self, exc: BaseException, node_id: str, wait_s: float = 15.0
+    ) -> set[str]:
+        """The live nodes, once the cluster has had time to notice a node lost with an actor
+        (its health checks take a few seconds): when an actor died, its node ``node_id`` is
+        watched for up to ``wait_s`` to see whether it died too."""
+        ray = _ray()
+        alive = {node["node_id"] for node in self.nodes()}
+        if not isinstance(exc, ray.exceptions.RayActorError):
+            return alive
+        deadline = time.monotonic() + wait_s
+        while node_id in alive and time.monotonic() < deadline:
+            time.sleep(0.5)
+            alive = {node["node_id"] for node in self.nodes()}
+        return alive
 
     def unload_all(self) -> None:
         """Kill every model actor this provider placed (the head is shutting down)."""
