@@ -95,7 +95,7 @@ def _requests(rng: random.Random, day_start: float, per_day: int) -> list[UsageR
                 prompt_tokens=int(rng.expovariate(1 / prompt)) + 1,
                 completion_tokens=None if failed or completion == 0 else completion,
                 error="ProviderError: the model failed" if failed else None,
-                ttft_s=None if completion == 0 else round(rng.uniform(0.15, 0.6), 3),
+                time_to_first_token_s=None if completion == 0 else round(rng.uniform(0.15, 0.6), 3),
             )
         )
     return sorted(records, key=lambda r: r.started_at)
@@ -118,7 +118,7 @@ def _morning_batch(seed: int, day: int) -> list[UsageRecord]:
             success=True,
             prompt_tokens=int(rng.expovariate(1 / 700)) + 1,
             completion_tokens=300,
-            ttft_s=round(rng.uniform(0.15, 0.6), 3),
+            time_to_first_token_s=round(rng.uniform(0.15, 0.6), 3),
         )
         for n in range(20)
     ]

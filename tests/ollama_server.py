@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,15 @@ class Loaded:
     expires_at: datetime
 
 
+ANSWER = "The sky is blue because it is the color of the sky."
+EMBEDDING = [0.25, -0.5, 0.125]
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
@@ -106,6 +116,13 @@ class FakeOllama:
     clock: Callable[[], float] = time.time
     # Set when the server shuts down: hung and dripping answers end then.
     released: threading.Event = attrs.field(factory=threading.Event)
+    # Streams (the OpenAI-compatible and native routes): seconds between chunks; while
+    # ``hold_streams`` is clear, every stream stops after its first chunk until it is set (or the
+    # client goes away, counted in ``disconnects``).
+    chunk_delay_s: float = 0.0
+    hold_streams: threading.Event = attrs.field(factory=lambda: _set(threading.Event()))
+    streams_started: int = 0
+    disconnects: int = 0
 
     def faulty(self, path: str) -> bool:
         return self.faulty_paths is None or path in self.faulty_paths
@@ -138,7 +155,49 @@ class FakeOllama:
                 return self.show(body)
             if route == ("POST", "/api/generate"):
                 return self.generate(body)
+            if route == ("GET", "/v1/models"):
+                return 200, {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": m.name,
+                            "object": "model",
+                            "created": 1746889608,
+                            "owned_by": "library",
+                        }
+                        for m in self.models.values()
+                    ],
+                }
+            if method == "POST" and path in STREAMING_ROUTES:
+                return self.serve_model(path, body)
             return 404, "404 page not found"
+
+    def serve_model(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """The model-serving routes: load the model on demand at the default context, as Ollama
+        does, and answer with :data:`ANSWER` (or :data:`EMBEDDING`)."""
+        name = body.get("model", "")
+        model = self.find(name)
+        if model is None:
+            if path.startswith("/v1/"):
+                return 404, {
+                    "error": {
+                        "message": f'model "{name}" not found, try pulling it first',
+                        "type": "api_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            return 404, {"error": f'model "{name}" not found, try pulling it first'}
+        options = body.get("options") or {}
+        context = int(options.get("num_ctx", 4096))
+        current = self.loaded.get(model.name)
+        if current is None or current.context_length != context:
+            self.loaded[model.name] = Loaded(
+                model=model,
+                context_length=context,
+                expires_at=self.now() + timedelta(minutes=5),
+            )
+        return 200, Reply(path=path, model=name, body=body)
 
     def tag(self, model: FakeModel) -> dict[str, Any]:
         return {
@@ -234,9 +293,184 @@ class FakeOllama:
         }
 
 
+STREAMING_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/api/chat",
+    "/api/embed",
+)
+
+
+@attrs.define
+class Reply:
+    """What a model-serving route answers, built when it is sent (streamed or whole)."""
+
+    path: str
+    model: str
+    body: dict[str, Any]
+
+    @property
+    def streaming(self) -> bool:
+        if self.path in ("/v1/embeddings", "/api/embed"):
+            return False
+        if self.path.startswith("/api/"):
+            return self.body.get("stream", True) is not False
+        return bool(self.body.get("stream"))
+
+    def prompt_tokens(self) -> int:
+        if self.path == "/v1/chat/completions" or self.path == "/api/chat":
+            text = " ".join(str(m.get("content", "")) for m in self.body.get("messages", []))
+        elif self.path == "/v1/embeddings" or self.path == "/api/embed":
+            text = str(self.body.get("input", ""))
+        else:
+            text = str(self.body.get("prompt", ""))
+        return len(text.split())
+
+    def pieces(self) -> list[str]:
+        words = ANSWER.split(" ")
+        return [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+
+    def whole(self) -> dict[str, Any]:
+        prompt = self.prompt_tokens()
+        done = len(self.pieces())
+        usage = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+        if self.path == "/v1/chat/completions":
+            return {
+                "id": "chatcmpl-917",
+                "object": "chat.completion",
+                "created": 1746889608,
+                "model": self.model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": ANSWER},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        if self.path == "/v1/completions":
+            return {
+                "id": "cmpl-917",
+                "object": "text_completion",
+                "created": 1746889608,
+                "model": self.model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"text": ANSWER, "index": 0, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        if self.path == "/v1/embeddings":
+            return {
+                "object": "list",
+                "data": [{"object": "embedding", "embedding": EMBEDDING, "index": 0}],
+                "model": self.model,
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+            }
+        if self.path == "/api/embed":
+            return {
+                "model": self.model,
+                "embeddings": [EMBEDDING],
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": prompt,
+            }
+        return self.native(ANSWER, done=True)
+
+    def native(self, text: str, *, done: bool) -> dict[str, Any]:
+        answer: dict[str, Any] = {"model": self.model, "created_at": "2025-05-10T08:06:48Z"}
+        answer["message"] = {"role": "assistant", "content": text}
+        answer["done"] = done
+        if done:
+            answer.update(
+                done_reason="stop",
+                total_duration=5043500667,
+                load_duration=5025959,
+                prompt_eval_count=self.prompt_tokens(),
+                prompt_eval_duration=325953000,
+                eval_count=len(self.pieces()),
+                eval_duration=4709213000,
+            )
+        return answer
+
+    def chunks(self) -> list[bytes]:
+        """The stream, as Ollama sends it: SSE ``data:`` lines on /v1, NDJSON on /api."""
+        pieces = self.pieces()
+        if self.path.startswith("/api/"):
+            lines = [self.native(p, done=False) for p in pieces] + [self.native("", done=True)]
+            return [json.dumps(line).encode() + b"\n" for line in lines]
+        events = []
+        for index, piece in enumerate([*pieces, None]):
+            finish = "stop" if piece is None else None
+            if self.path == "/v1/chat/completions":
+                delta = {"role": "assistant", "content": piece or ""}
+                choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                kind, ident = "chat.completion.chunk", "chatcmpl-917"
+            else:
+                choice = {"text": piece or "", "index": 0, "finish_reason": finish}
+                kind, ident = "text_completion", "cmpl-917"
+            del index
+            events.append(
+                {
+                    "id": ident,
+                    "object": kind,
+                    "created": 1746889608,
+                    "model": self.model,
+                    "system_fingerprint": "fp_ollama",
+                    "choices": [choice],
+                }
+            )
+        return [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events] + [
+            b"data: [DONE]\n\n"
+        ]
+
+
+def _client_gone(sock: Any) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, 0x2) == b""  # MSG_PEEK: EOF means the client closed
+    except OSError:
+        return True
+
+
+def _stream(handler: BaseHTTPRequestHandler, fake: FakeOllama, reply: Reply) -> None:
+    content_type = "application/x-ndjson" if reply.path.startswith("/api/") else "text/event-stream"
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    with fake.lock:
+        fake.streams_started += 1
+    try:
+        for index, chunk in enumerate(reply.chunks()):
+            handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            handler.wfile.flush()
+            if index == 0:
+                while not fake.hold_streams.wait(0.02):
+                    if _client_gone(handler.connection) or fake.released.is_set():
+                        with fake.lock:
+                            fake.disconnects += 1
+                        handler.close_connection = True
+                        return
+            if fake.chunk_delay_s:
+                time.sleep(fake.chunk_delay_s)
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        with fake.lock:
+            fake.disconnects += 1
+        handler.close_connection = True
+
+
 def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and the
+        # client's delayed ACK hold every answer back by about 40 ms.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -251,6 +485,11 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 fake.released.wait()
                 return
             status, answer = fake.handle(method, self.path, body)
+            if isinstance(answer, Reply):
+                if answer.streaming:
+                    _stream(self, fake, answer)
+                    return
+                answer = answer.whole()
             if fake.malformed:
                 payload = b'{"models": [{"name": "llama3.2:latest", "size": '
             elif isinstance(answer, str):

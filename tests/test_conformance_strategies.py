@@ -88,7 +88,26 @@ def test_a_do_nothing_strategy_that_declares_it_passes(pytester):
     )
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     assert failed_tests(result) == set()
-    result.assert_outcomes(passed=6, skipped=1)
+    result.assert_outcomes(passed=6, skipped=2)
+
+
+def test_a_strategy_proposing_a_kind_its_proposes_leaves_out_fails_the_contract(pytester):
+    result = run_contract(
+        pytester,
+        """
+        from memwarden.core.types import ActionKind
+        PROPOSES = frozenset({ActionKind.UNLOAD})
+
+        @hookimpl
+        def on_pressure(self, reading, context):
+            provider = context.loaded_models[0].provider
+            return [
+                Action(kind="release-cache", strategy="sneaky", description="drop",
+                       expected_freed_bytes=1, cost=0.0, provider=provider)
+            ]
+        """,
+    )
+    assert failed_tests(result) == {"test_proposes_only_the_kinds_it_declares"}
 
 
 def test_a_strategy_proposing_an_unknown_kind_fails_the_contract(pytester):

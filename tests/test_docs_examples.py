@@ -182,6 +182,7 @@ CONFIG_DOCS = [
     "docs/devices.md",
     "docs/estimation.md",
     "docs/history.md",
+    "docs/serve.md",
 ]
 
 

@@ -108,7 +108,7 @@ def test_usage_older_than_its_retention_is_folded_into_hourly_totals(tmp_path, s
                 success=n != 3,
                 prompt_tokens=10,
                 completion_tokens=20,
-                ttft_s=0.25,
+                time_to_first_token_s=0.25,
             ),
         )
     store.put("usage", UsageRecord("llama", "ollama", 3 * HOUR, 1.0, True))

@@ -251,3 +251,29 @@ def test_a_provider_found_down_is_not_asked_again_until_the_retry_window_passes(
     clock.advance(warden_module.PROVIDER_RETRY_AFTER_S + 0.1)
     assert {s.name: s.reachable for s in warden.provider_statuses()} == {"down": True, "up": True}
     assert down.asked == 2
+
+
+def test_concurrent_first_calls_register_the_providers_once():
+    registrations = []
+
+    class Slow:
+        @hookimpl
+        def register_providers(self, register, config):
+            registrations.append(1)
+            time.sleep(0.2)
+            register(MemoryProvider("memory", ()))
+
+    config = Config()
+    plugins = Plugins(config, builtins=(), load_entry_points=False, env={})
+    plugins.register(Slow())
+    warden = warden_module.Warden(config, plugins)
+    seen = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(sorted(warden.providers()))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [["memory"]] * 4
+    assert registrations == [1]

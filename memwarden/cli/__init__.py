@@ -42,6 +42,7 @@ COMMANDS = {
     "recommend": "memwarden.cli.history",
     "pick": "memwarden.cli.pick",
     "fleet": "memwarden.cli.fleet",
+    "serve": "memwarden.cli.serve",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 

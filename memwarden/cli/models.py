@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.estimate import load_runtime_options, runtime_flags
 from memwarden.cli.output import format_bytes
-from memwarden.core.serialize import to_data
+from memwarden.core.serialize import from_data, to_data
 from memwarden.core.types import LoadedModel
+
+if TYPE_CHECKING:  # the daemon client (httpx) is imported only when a command needs it
+    from memwarden.serve.daemon import Daemon
 
 _PROVIDER_OPTION = click.option(
     "--provider",
@@ -42,11 +46,14 @@ def _expires(model: LoadedModel) -> str | None:
 @json_option
 @pass_app
 def models(app: AppContext, as_json: bool) -> None:
-    """Models each provider can load and those loaded now; unreachable providers say why."""
+    """Models each provider can load and those loaded now; unreachable providers say why.
+
+    While `memwarden serve` runs, the loaded models are the ones its governor sees."""
     warden = app.warden
     statuses = warden.provider_statuses()
     available = warden.available_models()
-    loaded = warden.loaded_models()
+    daemon = _daemon(app)
+    loaded = daemon.loaded_models() if daemon is not None else warden.loaded_models()
     if as_json:
         app.output.emit_json({"providers": statuses, "available": available, "loaded": loaded})
         return
@@ -129,22 +136,42 @@ def load(
 
     The runtime options (--batch, --kv-type, --runtime...) size the load as `memwarden fit`
     would and go to the provider, which loads with those it can honour and logs the others.
-    Exits 3 when it cannot fit even after evicting every model that may be evicted.
+    Exits 3 when it cannot fit even after evicting every model that may be evicted. While
+    `memwarden serve` runs, its governor loads the model (an embedded one then outlives this
+    command).
     """
     options = load_runtime_options(app.warden, flags, gpu_layers, no_kv_offload)
-    # Through the governor: room is made first (lower-priority models evicted), or the load is
-    # refused with the reason, rather than letting the runtime run the machine out of memory.
-    outcome = app.warden.governor.admit_and_load(
-        app.warden.model_ref(model, provider, need_provider=True),
-        priority,
-        context_tokens=context_tokens,
-        keep_alive_s=keep_alive_s,
-        options=options,
-    )
-    loaded, evicted = outcome.loaded, outcome.plan.evicted
+    daemon = _daemon(app)
+    if daemon is not None:
+        from memwarden.serve.daemon import component_path
+
+        data = daemon.call(
+            "POST",
+            component_path(model, "load"),
+            ctx=context_tokens,
+            priority=priority,
+            provider=provider,
+            keep_alive=keep_alive_s,
+            options=json.dumps(options) if options else None,
+        )
+        loaded = from_data(data["loaded"], LoadedModel)
+        evicted = tuple(from_data(m, LoadedModel) for m in data["evicted"])
+        chosen_priority = int(data["priority"])
+    else:
+        # Through the governor: room is made first (lower-priority models evicted), or the load
+        # is refused with the reason, rather than letting the runtime run out of memory.
+        outcome = app.warden.governor.admit_and_load(
+            app.warden.model_ref(model, provider, need_provider=True),
+            priority,
+            context_tokens=context_tokens,
+            keep_alive_s=keep_alive_s,
+            options=options,
+        )
+        loaded, evicted = outcome.loaded, outcome.plan.evicted
+        chosen_priority = outcome.plan.priority
     if as_json:
         app.output.emit_json(
-            {**to_data(loaded), "priority": outcome.plan.priority, "evicted": list(evicted)}
+            {**to_data(loaded), "priority": chosen_priority, "evicted": list(evicted)}
         )
     else:
         for model_evicted in evicted:
@@ -157,9 +184,9 @@ def load(
         app.output.line(
             f"loaded {loaded.name}{instance} in {loaded.provider}: "
             f"{format_bytes(loaded.total_bytes)}, context {loaded.context_tokens or '-'}, "
-            f"priority {outcome.plan.priority}"
+            f"priority {chosen_priority}"
         )
-    if app.warden.provider(loaded.provider).fallback:
+    if daemon is None and app.warden.provider(loaded.provider).fallback:
         app.output.warn(
             f"note: {loaded.provider} models live in the process that loads them; this one is "
             "unloaded when this command exits (see docs/providers.md)"
@@ -177,8 +204,21 @@ def load(
 def unload(
     app: AppContext, model: str, provider: str | None, emergency: bool, as_json: bool
 ) -> None:
-    """Unload MODEL (a model name or an instance identifier) so its memory returns."""
-    unloaded = app.warden.unload(model, provider=provider, emergency=emergency)
+    """Unload MODEL (a model name or an instance identifier) so its memory returns (through
+    `memwarden serve` while it runs)."""
+    daemon = _daemon(app)
+    if daemon is not None:
+        from memwarden.serve.daemon import component_path
+
+        data = daemon.call(
+            "POST",
+            component_path(model, "unload"),
+            provider=provider,
+            emergency=1 if emergency else None,
+        )
+        unloaded = [from_data(m, LoadedModel) for m in data["unloaded"]]
+    else:
+        unloaded = app.warden.unload(model, provider=provider, emergency=emergency)
     if as_json:
         app.output.emit_json({"unloaded": unloaded})
         return
@@ -223,6 +263,13 @@ def generate(
         app.output.emit_json(result)
     else:
         app.output.line(result.text)
+
+
+def _daemon(app: AppContext) -> Daemon | None:
+    """The running `memwarden serve` to go through, or None to act in this process."""
+    from memwarden.serve.daemon import for_command
+
+    return for_command(app.warden.config.serve.token)
 
 
 def register(cli: click.Group) -> None:

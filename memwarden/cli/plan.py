@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,7 +11,12 @@ from memwarden.cli import AppContext, json_option, pass_app
 from memwarden.cli.output import format_bytes
 from memwarden.core import pressure
 from memwarden.core.governor import DEFAULT_CONTEXT_TOKENS, action_target
-from memwarden.core.types import Action, PressureLevel
+from memwarden.core.serialize import from_data, to_data
+from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.warden import Warden
+
+if TYPE_CHECKING:
+    from memwarden.core.governor import LoadPlan
 
 
 def expected_to_run(actions: Sequence[Action], needed: dict[str, int]) -> list[bool]:
@@ -61,20 +66,26 @@ def plan(
     context_tokens: int,
     as_json: bool,
 ) -> None:
-    """Dry run: the pressure now, and the actions the ladder would take, in order."""
-    warden = app.warden
-    governor = warden.governor
-    reading = governor.sample()
-    needed = pressure.relief_needed(reading, warden.config.pressure)
-    actions = governor.propose(reading, needed) if reading.level > PressureLevel.NORMAL else []
-    runs = expected_to_run(actions, needed)
-    refusing = governor.refusing(reading)
-    load_plan = None
-    if load_models:
-        refs = [warden.model_ref(m, provider) for m in load_models]
-        load_plan = governor.plan_load(
-            refs, priority, context_tokens=context_tokens, reading=reading
+    """Dry run: the pressure now, and the actions the ladder would take, in order (those of
+    `memwarden serve`'s governor while it runs)."""
+    from memwarden.serve.daemon import for_command
+
+    daemon = for_command(app.warden.config.serve.token)
+    if daemon is not None:
+        found = daemon.call(
+            "GET",
+            "/memory/plan",
+            load=list(load_models) or None,
+            provider=provider,
+            priority=priority,
+            context=context_tokens,
         )
+        reading, needed, actions, refusing, load_plan = plan_from_data(found)
+    else:
+        reading, needed, actions, refusing, load_plan = compute(
+            app.warden, load_models, provider, priority, context_tokens
+        )
+    runs = expected_to_run(actions, needed)
 
     if as_json:
         data: dict[str, Any] = {
@@ -138,6 +149,59 @@ def plan(
             out.line(f"Loading {names}: fits after evicting:")
             for action in load_plan.evictions:
                 out.line(f"  {action.description}")
+
+
+Plan = tuple[PressureReading, dict[str, int], list[Action], str | None, "LoadPlan | None"]
+
+
+def compute(
+    warden: Warden,
+    load_models: Sequence[str],
+    provider: str | None,
+    priority: int | None,
+    context_tokens: int,
+) -> Plan:
+    """What `memwarden plan` shows: the reading, what it needs freed, the ladder's actions in
+    order, why loads are refused (if they are), and the plan for ``load_models``. `memwarden
+    serve` answers the same from its governor (``GET /memory/plan``)."""
+    governor = warden.governor
+    reading = governor.sample()
+    needed = dict(pressure.relief_needed(reading, warden.config.pressure))
+    actions = governor.propose(reading, needed) if reading.level > PressureLevel.NORMAL else []
+    refusing = governor.refusing(reading)
+    load_plan = None
+    if load_models:
+        refs = [warden.model_ref(m, provider) for m in load_models]
+        load_plan = governor.plan_load(
+            refs, priority, context_tokens=context_tokens, reading=reading
+        )
+    return reading, needed, list(actions), refusing, load_plan
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    """A :data:`Plan` as JSON-ready data (what ``GET /memory/plan`` answers)."""
+    reading, needed, actions, refusing, load_plan = plan
+    return {
+        "reading": to_data(reading),
+        "needed": needed,
+        "actions": [to_data(a) for a in actions],
+        "refusing": refusing,
+        "load_plan": to_data(load_plan) if load_plan is not None else None,
+    }
+
+
+def plan_from_data(data: dict[str, Any]) -> Plan:
+    """The inverse of :func:`plan_data`."""
+    from memwarden.core.governor import LoadPlan
+
+    load_plan = data.get("load_plan")
+    return (
+        from_data(data["reading"], PressureReading),
+        {str(k): int(v) for k, v in data["needed"].items()},
+        [from_data(a, Action) for a in data["actions"]],
+        data.get("refusing"),
+        from_data(load_plan, LoadPlan) if load_plan is not None else None,
+    )
 
 
 def _action_data(action: Action) -> dict[str, Any]:

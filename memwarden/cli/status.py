@@ -16,7 +16,14 @@ def status(app: AppContext, as_json: bool) -> None:
     warden = app.warden
     snapshot = warden.snapshot()
     providers = warden.provider_statuses()
-    loaded = warden.loaded_models() if any(p.reachable for p in providers) else []
+    from memwarden.serve.daemon import for_command
+
+    # While `memwarden serve` runs, its governor sees every model (embedded ones included).
+    daemon = for_command(warden.config.serve.token)
+    if daemon is not None:
+        loaded = daemon.loaded_models()
+    else:
+        loaded = warden.loaded_models() if any(p.reachable for p in providers) else []
     reading = warden.pressure(snapshot, managed_bytes=sum(m.total_bytes for m in loaded))
     failures = warden.plugin_failures
 
@@ -31,6 +38,7 @@ def status(app: AppContext, as_json: bool) -> None:
                 "providers": providers,
                 "loaded_models": loaded,
                 "plugin_failures": failures,
+                "daemon": daemon.url if daemon is not None else None,
             }
         )
         return
@@ -60,6 +68,8 @@ def status(app: AppContext, as_json: bool) -> None:
         out.line(f"  {missing.source}: unavailable ({missing.reason})")
     out.line()
     out.line(f"Pressure: {reading.level}")
+    if daemon is not None:
+        out.line(f"  memwarden serve runs at {daemon.url}; its governor manages the models")
     for reason in reading.reasons:
         out.line(f"  {reason}")
     out.line()

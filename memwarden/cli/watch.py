@@ -153,6 +153,7 @@ def _run(
                     "type": "started",
                     "psi": monitor.psi_status.armed,
                     "psi_detail": monitor.psi_status.detail,
+                    "events": [s.detail for s in monitor.source_status if s.armed],
                     "dry_run": dry_run,
                 }
             )

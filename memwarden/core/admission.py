@@ -291,20 +291,37 @@ def frees(
     counts towards the model's home pool, unified memory where there is one, else system RAM,
     in that pool's figure (:func:`loaded_bytes`: resident in system RAM).
     """
+    return _frees(model, *_relief_pools(snapshot), config)
+
+
+def _relief_pools(snapshot: DeviceSnapshot) -> tuple[str | None, str | None, PoolKind]:
+    # The one GPU pool (None when there are none or several), the home pool and its kind: what
+    # frees() needs of a snapshot, found once for all the loaded models.
+    gpus = [p.id for p in snapshot.pools if p.kind is PoolKind.GPU]
+    home = home_pool(snapshot)
+    kind = _kind(snapshot, home) if home is not None else PoolKind.SYSTEM
+    return (gpus[0] if len(gpus) == 1 else None), home, kind
+
+
+def _frees(
+    model: LoadedModel,
+    gpu: str | None,
+    home: str | None,
+    home_kind: PoolKind,
+    config: Config | None,
+) -> dict[str, int]:
     gains: dict[str, int] = {
         MANAGED_CAP: model.total_bytes,
         MAX_LOADED: 1,
         REFUSING: model.total_bytes,
     }
-    gpus = [p.id for p in snapshot.pools if p.kind is PoolKind.GPU]
-    on_gpu = model.gpu_bytes if len(gpus) == 1 else 0
-    if on_gpu:
-        gains[gpus[0]] = on_gpu
-    home = home_pool(snapshot)
+    on_gpu = 0
+    if gpu is not None and model.gpu_bytes:
+        on_gpu = gains[gpu] = model.gpu_bytes
     if home is not None:
         held = model.total_bytes
         if config is not None:
-            held = loaded_bytes(model, _kind(snapshot, home), config)
+            held = loaded_bytes(model, home_kind, config)
         gains[home] = gains.get(home, 0) + max(0, held - on_gpu)
     return gains
 
@@ -333,20 +350,34 @@ def choose(
     (zero or less everywhere when they suffice).
     """
     remaining = dict(short)
+    # Plain loops over the few keys of ``remaining``: admission among thousands of loaded models
+    # may take hundreds of evictions, and this runs for each.
+    still = sum(1 for v in remaining.values() if v > 0)  # keys not yet covered
     chosen: list[Eviction] = []
     for candidate in candidates:
-        if all(v <= 0 for v in remaining.values()):
+        if not still:
             break
-        if any(remaining.get(k, 0) > 0 for k in candidate.frees):
-            chosen.append(candidate)
-            for key, gain in candidate.frees.items():
-                if key in remaining:
-                    remaining[key] -= gain
-    if all(v <= 0 for v in remaining.values()):
-        for candidate in reversed(list(chosen)):
-            gains = candidate.frees
-            if all(remaining[k] + gains.get(k, 0) <= 0 for k in remaining):
-                chosen.remove(candidate)
+        gains = candidate.frees
+        for key in gains:
+            if remaining.get(key, 0) > 0:
+                break
+        else:
+            continue
+        chosen.append(candidate)
+        for key, gain in gains.items():
+            if key in remaining:
+                before = remaining[key]
+                after = remaining[key] = before - gain
+                still += (after > 0) - (before > 0)
+    if not still:
+        # By position: comparing attrs objects to find one in the list costs O(n) each.
+        for index in reversed(range(len(chosen))):
+            gains = chosen[index].frees
+            for key, value in remaining.items():
+                if value + gains.get(key, 0) > 0:
+                    break
+            else:
+                del chosen[index]
                 for key in remaining:
                     remaining[key] += gains.get(key, 0)
     return tuple(chosen), remaining
@@ -426,34 +457,23 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-# -- the entry point -----------------------------------------------------------------------
+# What may be evicted, cheapest first, and why each other loaded model may not be.
+Candidates = tuple[tuple[Eviction, ...], tuple[str, ...]]
 
 
-def admit(
-    estimates: Sequence[MemoryEstimate],
-    snapshot: DeviceSnapshot,
+def candidates(
     loaded: Sequence[LoadedModel],
+    snapshot: DeviceSnapshot,
     *,
     policy_of: Callable[[LoadedModel], ModelPolicy],
     costs: Callable[[Sequence[LoadedModel]], Sequence[float]],
-    config: Config,
     priority: int,
-    pool_id: str | None = None,
     refusing: str | None = None,
-    names: str | None = None,
-) -> Admission:
-    """Whether ``estimates`` may be loaded beside ``loaded``, and what to evict first.
-
-    ``policy_of`` gives a loaded model's policy (pinned, critical, priority); ``costs`` prices
-    evicting each of a list of models (``Governor.eviction_costs``). Models that are pinned or
-    critical, serve a request, or have a priority above ``priority`` are not evicted. While loads
-    are refused (``refusing``: the reason), only models of a lower priority are, and they must
-    free at least what the load takes. ``names`` is how the refusal text names the models.
-    """
-    names = names or ", ".join(repr(e.model.name) for e in estimates)
-    needed = need(
-        estimates, snapshot, config=config, loaded=loaded, pool_id=pool_id, refusing=refusing
-    )
+    config: Config | None = None,
+) -> Candidates:
+    """The loaded models a load of ``priority`` may evict, as :class:`Eviction` cheapest first,
+    and a sentence for each one it may not (pinned, critical, busy, higher priority). What each
+    frees is counted in its pool's figure under ``config`` (:func:`frees`)."""
     evictable: list[LoadedModel] = []
     kept: list[str] = []
     for model in loaded:
@@ -470,21 +490,69 @@ def admit(
         else:
             evictable.append(model)
     prices = costs(evictable) if evictable else []
-    candidates = sorted(
+    gpu, home, home_kind = _relief_pools(snapshot)
+    found = sorted(
         (
-            Eviction(model, cost, frees(model, snapshot, config))
+            Eviction(model, cost, _frees(model, gpu, home, home_kind, config))
             for model, cost in zip(evictable, prices, strict=True)
         ),
         key=lambda e: e.cost,
     )
-    if needed.reason is not None:
-        reason = refusal(names, estimates, needed, {}, candidates, kept)
-        return Admission(
-            tuple(estimates), priority, needed, (), False, reason, tuple(candidates), tuple(kept)
+    return tuple(found), tuple(kept)
+
+
+# -- the entry point -----------------------------------------------------------------------
+
+
+def admit(
+    estimates: Sequence[MemoryEstimate],
+    snapshot: DeviceSnapshot,
+    loaded: Sequence[LoadedModel],
+    *,
+    policy_of: Callable[[LoadedModel], ModelPolicy],
+    costs: Callable[[Sequence[LoadedModel]], Sequence[float]],
+    config: Config,
+    priority: int,
+    pool_id: str | None = None,
+    refusing: str | None = None,
+    names: str | None = None,
+    evictable: Candidates | None = None,
+) -> Admission:
+    """Whether ``estimates`` may be loaded beside ``loaded``, and what to evict first.
+
+    ``policy_of`` gives a loaded model's policy (pinned, critical, priority); ``costs`` prices
+    evicting each of a list of models (``Governor.eviction_costs``). Models that are pinned or
+    critical, serve a request, or have a priority above ``priority`` are not evicted. While loads
+    are refused (``refusing``: the reason), only models of a lower priority are, and they must
+    free at least what the load takes. ``names`` is how the refusal text names the models.
+    ``evictable``: :func:`candidates` for these arguments, when the caller kept them (the
+    governor does, per reading).
+    """
+    names = names or ", ".join(repr(e.model.name) for e in estimates)
+    needed = need(
+        estimates, snapshot, config=config, loaded=loaded, pool_id=pool_id, refusing=refusing
+    )
+    if evictable is None:
+        evictable = candidates(
+            loaded,
+            snapshot,
+            policy_of=policy_of,
+            costs=costs,
+            priority=priority,
+            refusing=refusing,
+            config=config,
         )
-    chosen, still_short = choose(needed.short, candidates)
+    candidates_found, kept = evictable
+    if needed.reason is not None:
+        reason = refusal(names, estimates, needed, {}, candidates_found, kept)
+        return Admission(
+            tuple(estimates), priority, needed, (), False, reason, candidates_found, kept
+        )
+    chosen, still_short = choose(needed.short, candidates_found)
     fits = all(v <= 0 for v in still_short.values())
-    reason = None if fits else refusal(names, estimates, needed, still_short, candidates, kept)
+    reason = (
+        None if fits else refusal(names, estimates, needed, still_short, candidates_found, kept)
+    )
     return Admission(
         estimates=tuple(estimates),
         priority=priority,
@@ -492,8 +560,8 @@ def admit(
         evictions=chosen if fits else (),
         fits=fits,
         reason=reason,
-        evictable=tuple(candidates),
-        not_evictable=tuple(kept),
+        evictable=candidates_found,
+        not_evictable=kept,
     )
 
 

@@ -188,6 +188,12 @@ class GovernorConfig:
     psi_window_us: int = attrs.field(
         default=2_000_000, validator=[v.instance_of(int), v.ge(500_000), v.le(10_000_000)]
     )
+    # Linux: wake the monitor at once on cgroup events (v1 usage thresholds through an eventfd,
+    # v2 memory.events) of the cgroup the system plugin measures.
+    kernel_events: bool = True
+    # Sample sooner than the level's interval as a pool nears its next level, and the faster
+    # its headroom shrinks (never below 50 ms).
+    adaptive_interval: bool = True
     # Idle unload: a model unused this long may be unloaded under pressure; None: never.
     idle_unload_after_s: float | None = _seconds(600.0, optional=True)
     # Shrink context: the smallest context a model is reloaded with, and the factor per step.
@@ -323,6 +329,17 @@ class PickConfig:
 
 
 @attrs.frozen
+class ServeConfig:
+    """``memwarden serve``: where the front door listens, and the token that guards it."""
+
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=11435, validator=[v.instance_of(int), v.ge(1), v.le(65535)])
+    # Bearer token for state-changing endpoints; required to bind anything but loopback
+    # ($MEMWARDEN_TOKEN overrides it).
+    token: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
 class NoOptions:
     """The options of a plugin that takes none: any key in its table is an unknown key."""
 
@@ -348,6 +365,7 @@ class Config:
     # Per-model policy, keyed by the model's name (or a provider's instance id).
     models: Mapping[str, ModelPolicy] = attrs.field(factory=dict)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    serve: ServeConfig = attrs.field(factory=ServeConfig)
     # Where the values came from: the file, or None when everything is a default.
     path: Path | None = attrs.field(default=None, eq=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)

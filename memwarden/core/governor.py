@@ -160,19 +160,17 @@ def order_actions(actions: Sequence[Action], needed: Mapping[str, int]) -> list[
     """
     overall = max(needed.values(), default=0)
 
-    def deficit(action: Action) -> int:
-        if action.pool_id is not None and action.pool_id in needed:
-            return needed[action.pool_id]
-        return overall
-
     def sort_key(action: Action) -> tuple[float, bool, int, str, str]:
-        covers = action.expected_freed_bytes >= deficit(action)
+        # Inlined (deficit, action_target): the ladder orders thousands of proposals a round.
+        pool = action.pool_id
+        deficit = needed[pool] if pool is not None and pool in needed else overall
+        freed = action.expected_freed_bytes
         return (
             action.cost,
-            not covers,
-            -action.expected_freed_bytes,
+            freed < deficit,  # does not cover the deficit
+            -freed,
             action.strategy,
-            action_target(action) or "",
+            action.instance_id or action.model or "",
         )
 
     useful = [a for a in actions if a.expected_freed_bytes > 0 or a.kind == REFUSE_LOADS]
@@ -246,6 +244,19 @@ class Governor:
         #: loaded models; the monitor wakes on it and measures at once instead of waiting for
         #: its interval (or, for the list of loaded models, for ``models_refresh_s``).
         self.change_listeners: list[Callable[[], None]] = []
+        # The on_pressure subset that may refuse loads, by the registered implementations.
+        self._refusal_hooks: dict[tuple[int, ...], Any] = {}
+        # admission.candidates per reading (plan_load); _generation counts the changes to the
+        # loaded models, priorities and use that make a kept answer stale.
+        self._candidates: dict[
+            tuple[Any, ...],
+            tuple[PressureReading, admission.Candidates, dict[tuple[int, str], Action]],
+        ] = {}
+        self._generation = 0
+        # warden.estimate answers (or errors) per (model, context), for the latest reading.
+        self._estimates: tuple[
+            PressureReading | None, dict[tuple[ModelRef, int], MemoryEstimate | MemwardenError]
+        ] = (None, {})
 
     @property
     def config(self) -> GovernorConfig:
@@ -280,6 +291,7 @@ class Governor:
         loaded models is updated without asking the runtimes, and every change listener (the
         monitor) is called, so a load that crosses the managed-memory cap is acted on at once."""
         with self._lock:
+            self._generation += 1
             if self._loaded is not None and (loaded or unloaded):
                 gone = {model_key(m) for m in unloaded}
                 self._loaded = [m for m in self._loaded if model_key(m) not in gone]
@@ -289,6 +301,7 @@ class Governor:
 
     def set_priority(self, model: LoadedModel, priority: int) -> None:
         self._priorities[model_key(model)] = priority
+        self._generation += 1
 
     def usage(self, model: LoadedModel) -> Usage | None:
         return self._usage.get(model_key(model))
@@ -298,15 +311,23 @@ class Governor:
         usage = self._usage.setdefault(model_key(model), Usage())
         usage.uses += 1
         usage.last_used_at = self.clock()
+        self._generation += 1
 
     def eviction_costs(
-        self, models: Sequence[LoadedModel], now: float | None = None
+        self,
+        models: Sequence[LoadedModel],
+        now: float | None = None,
+        *,
+        policy_of: Callable[[LoadedModel], ModelPolicy] | None = None,
     ) -> dict[ModelKey, float]:
-        """:func:`eviction_cost` of each model, relative to the others in ``models``."""
+        """:func:`eviction_cost` of each model, relative to the others in ``models``.
+        ``policy_of``: where to read each model's policy (a strategy context's cached answers),
+        else :meth:`policy`."""
         if not models:
             return {}
         now = self.clock() if now is None else now
-        policies = [self.policy(m) for m in models]
+        policy_of = policy_of or self.policy
+        policies = [policy_of(m) for m in models]
         lowest = min(p.priority for p in policies)
         largest = max(m.total_bytes for m in models)
         return {
@@ -329,10 +350,32 @@ class Governor:
         reading = reading or self.last_reading
         if reading is None or reading.level < PressureLevel.CRITICAL:
             return None
-        for action in self.propose(reading):
+        # Only the strategies that may propose refusing loads are asked (a strategy module
+        # declares what it proposes in PROPOSES); the answer is the same as the whole ladder's,
+        # at the cost of one strategy instead of every strategy sizing every loaded model.
+        for action in self.propose(reading, hook=self._refusal_hook()):
             if action.kind == REFUSE_LOADS:
                 return action.description
         return None
+
+    def _refusal_hook(self) -> Any:
+        """``on_pressure`` without the strategies whose ``PROPOSES`` leaves out refuse-loads."""
+        hook = self.warden.hook.on_pressure
+        impls = hook.get_hookimpls()
+        key = tuple(id(impl.plugin) for impl in impls)
+        cached = self._refusal_hooks.get(key)
+        if cached is not None:
+            return cached
+        others = [
+            impl.plugin
+            for impl in impls
+            if REFUSE_LOADS not in getattr(impl.plugin, "PROPOSES", (REFUSE_LOADS,))
+        ]
+        subset = (
+            self.warden.plugins.pm.subset_hook_caller("on_pressure", others) if others else hook
+        )
+        self._refusal_hooks = {key: subset}
+        return subset
 
     def context(self, reading: PressureReading) -> StrategyContext:
         """What strategies see for ``reading``: built once per proposal round, and by tests
@@ -340,8 +383,26 @@ class Governor:
         loaded = tuple(self.loaded_models())
         warden = self.warden
 
+        # Sized once per (model, context) for this reading: shrink-context asks for every
+        # loaded model at two contexts, many instances share one model, and the ladder builds a
+        # context for its proposals and another for the check before it acts.
+        with self._lock:
+            if self._estimates[0] is not reading:
+                self._estimates = (reading, {})
+            estimates = self._estimates[1]
+
         def estimate(model: ModelRef, context_tokens: int) -> MemoryEstimate:
-            return warden.estimate(model, context_tokens)
+            key = (model, context_tokens)
+            found = estimates.get(key)
+            if found is None:
+                try:
+                    found = warden.estimate(model, context_tokens)
+                except MemwardenError as exc:
+                    found = exc
+                estimates[key] = found
+            if isinstance(found, MemwardenError):
+                raise found
+            return found
 
         def releasable() -> dict[str, int]:
             found = {}
@@ -352,7 +413,11 @@ class Governor:
                     found[name] = 0
             return found
 
-        return StrategyContext(
+        def costs(models: Sequence[LoadedModel]) -> dict[ModelKey, float]:
+            # The context's policies: asked once per model for the whole round.
+            return self.eviction_costs(models, policy_of=context.policy)
+
+        context = StrategyContext(
             reading=reading,
             now=self.clock(),
             loaded_models=loaded,
@@ -361,11 +426,12 @@ class Governor:
             config=warden.config,
             policy_of=self.policy,
             usage_of=self.usage,
-            costs_of=self.eviction_costs,
+            costs_of=costs,
             estimate_of=estimate,
             releasable_of=releasable,
             in_flight_of=self._in_flight,
         )
+        return context
 
     def _in_flight(self, model: LoadedModel) -> int:
         return model.requests_in_flight + self.warden.usage.in_flight(model.name, model.provider)
@@ -409,6 +475,7 @@ class Governor:
 
     def _observe_usage(self, loaded: list[LoadedModel]) -> None:
         # A model counts as used when a request starts or its idle clock restarts.
+        self._generation += 1
         now = self.clock()
         present = set()
         for model in loaded:
@@ -514,19 +581,22 @@ class Governor:
         needed: Mapping[str, int] | None = None,
         *,
         context: StrategyContext | None = None,
+        hook: Any = None,
     ) -> list[Action]:
         """Every strategy's proposals for this reading that the core would take, in the order
         the ladder takes them.
 
         A proposal that no executor could carry out (:func:`action_problem`) is dropped with an
         ``action-rejected`` event, and one the core's policy forbids now (:meth:`check`) with an
-        ``action-refused`` event; both name the strategy.
+        ``action-refused`` event; both name the strategy. ``hook``: ask only these strategies
+        (a subset of ``on_pressure``), as :meth:`refusing` does.
         """
         if needed is None:
             needed = pressure.relief_needed(reading, self.warden.config.pressure)
         context = context if context is not None else self.context(reading)
         proposals: list[Action] = []
-        for result in self.warden.hook.on_pressure(reading=reading, context=context):
+        hook = hook if hook is not None else self.warden.hook.on_pressure
+        for result in hook(reading=reading, context=context):
             for action in result or ():
                 problem = action_problem(action, context)
                 if problem is not None:
@@ -819,6 +889,7 @@ class Governor:
             priority = self._priorities.get(model_key(old))
             if priority is not None:
                 self._priorities[model_key(reloaded)] = priority
+        self._generation += 1
         return reloaded
 
     def _compress(self, action: Action) -> None:
@@ -1006,32 +1077,78 @@ class Governor:
         )
         refused = self.refusing(reading)
 
+        # Each model's policy once per plan: candidates() and the costs both ask for it.
+        policies: dict[int, ModelPolicy] = {}
+
+        def policy_of(model: LoadedModel) -> ModelPolicy:
+            found = policies.get(id(model))
+            if found is None:
+                found = policies[id(model)] = self.policy(model)
+            return found
+
         def costs(candidates: Sequence[LoadedModel]) -> list[float]:
-            found = self.eviction_costs(candidates)
+            found = self.eviction_costs(candidates, policy_of=policy_of)
             return [found[model_key(m)] for m in candidates]
 
+        refusing = None if refused is None else f"memory pressure is {reading.level}: {refused}"
+        # Who may be evicted and at what cost changes only with the reading, the loaded models,
+        # their priorities and use: kept per reading, so that planning among many loaded models
+        # does not price every one of them again for each load.
+        key = (
+            id(reading),
+            id(self._loaded),
+            self._generation,
+            id(self.warden.config),
+            priority,
+            refusing is not None,
+        )
+        with self._lock:
+            cached = self._candidates.get(key)
+        if cached is None or cached[0] is not reading:
+            actions: dict[tuple[int, str], Action] = {}
+            evictable = admission.candidates(
+                loaded,
+                reading.snapshot,
+                policy_of=policy_of,
+                costs=costs,
+                priority=priority,
+                refusing=refusing,
+                config=self.warden.config,
+            )
+            with self._lock:
+                if len(self._candidates) >= 8:
+                    self._candidates.clear()
+                self._candidates[key] = (reading, evictable, actions)
+        else:
+            _, evictable, actions = cached
         answer = admission.admit(
             estimates,
             reading.snapshot,
             loaded,
-            policy_of=self.policy,
+            policy_of=policy_of,
             costs=costs,
             config=self.warden.config,
             priority=priority,
             pool_id=pool_id,
-            refusing=None if refused is None else f"memory pressure is {reading.level}: {refused}",
+            refusing=refusing,
             names=_names(refs),
+            evictable=evictable,
         )
-        evictions = tuple(
-            unload_action(e.model, "ensure", e.cost, f"make room for {_names(refs)}")
-            for e in answer.evictions
-        )
+        why = f"make room for {_names(refs)}"
+        evictions = []
+        for eviction in answer.evictions:
+            # The kept candidates' unload actions, made once per reading and load.
+            action = actions.get((id(eviction), why))
+            if action is None:
+                action = unload_action(eviction.model, "ensure", eviction.cost, why)
+                actions[(id(eviction), why)] = action
+            evictions.append(action)
         return LoadPlan(
             models=refs,
             priority=priority,
             estimates=estimates,
             needed=answer.need.short,
-            evictions=evictions,
+            evictions=tuple(evictions),
             fits=answer.fits,
             reason=answer.reason,
             evictable_bytes=answer.evictable_bytes,

@@ -234,7 +234,7 @@ def usage_by_model(records: Iterable[UsageRecord]) -> list[ModelUsage]:
     result = []
     for (model, provider), calls in grouped.items():
         latencies = [c.latency_s for c in calls]
-        ttfts = [c.ttft_s for c in calls if c.ttft_s is not None]
+        ttfts = [c.time_to_first_token_s for c in calls if c.time_to_first_token_s is not None]
         result.append(
             ModelUsage(
                 model=model,

@@ -1,82 +1,38 @@
 """The pressure monitor: samples, hands each reading to the governor, sleeps, repeats.
 
 It sleeps in ``poll()`` on a wake-up pipe (so ``stop()`` is safe from a signal handler and from
-another thread) and, on Linux where the kernel allows it, on a PSI trigger that wakes it the
-moment tasks stall on memory. Sampling is slow when all is well and faster as pressure rises;
-between samples it uses no CPU.
+another thread) and, on Linux where the kernel allows it, on the event sources of
+:mod:`memwarden.core.detect`: a PSI trigger that wakes it the moment tasks stall on memory, and
+cgroup events (v1 usage thresholds, v2 ``memory.events``) the moment usage crosses a level.
+Sampling is slow when all is well and faster as pressure rises or headroom shrinks
+(:class:`~memwarden.core.detect.AdaptiveInterval`); between samples it uses no CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
 import time
 from collections.abc import Callable
 
-import attrs
-
 from memwarden.core.config import GovernorConfig
+from memwarden.core.detect import (
+    AdaptiveInterval,
+    EventSource,
+    PsiStatus,
+    PsiTrigger,
+    SourceStatus,
+    kernel_sources,
+)
 from memwarden.core.governor import Governor, RoundReport
 from memwarden.core.types import PressureLevel, PressureReading
 
+# PsiStatus and PsiTrigger live in memwarden.core.detect; importable from here as before.
+__all__ = ["Monitor", "PsiStatus", "PsiTrigger"]
+
 log = logging.getLogger("memwarden.monitor")
-
-
-@attrs.frozen
-class PsiStatus:
-    """Whether the PSI trigger is armed, and if not, why the monitor samples on a timer only."""
-
-    armed: bool
-    detail: str
-
-
-class PsiTrigger:
-    """A Linux PSI trigger: ``poll()`` reports POLLPRI when tasks stall on memory for
-    ``stall_us`` within ``window_us`` (Documentation/accounting/psi.rst)."""
-
-    def __init__(self, path: str, stall_us: int, window_us: int) -> None:
-        self.path = path
-        self.stall_us = stall_us
-        self.window_us = window_us
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-        try:
-            os.write(self.fd, f"some {stall_us} {window_us}\0".encode())
-        except OSError:
-            os.close(self.fd)
-            raise
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    @classmethod
-    def arm(cls, config: GovernorConfig) -> tuple[PsiTrigger | None, PsiStatus]:
-        if not config.psi_trigger:
-            return None, PsiStatus(False, "off ([governor] psi_trigger = false): timed sampling")
-        try:
-            trigger = cls(config.psi_path, config.psi_stall_us, config.psi_window_us)
-        except FileNotFoundError:
-            reason = f"{config.psi_path} does not exist (not Linux, or PSI disabled)"
-        except PermissionError:
-            reason = f"not permitted to write a trigger to {config.psi_path}"
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:
-                reason = (
-                    f"the kernel refused the trigger 'some {config.psi_stall_us} "
-                    f"{config.psi_window_us}' (unprivileged triggers need a window that is a "
-                    "multiple of 2 s)"
-                )
-            else:
-                reason = f"cannot arm a trigger on {config.psi_path}: {exc.strerror}"
-        else:
-            return trigger, PsiStatus(
-                True,
-                f"armed on {config.psi_path}: some {config.psi_stall_us} us "
-                f"in {config.psi_window_us} us",
-            )
-        return None, PsiStatus(False, f"unavailable: {reason}; timed sampling only")
 
 
 class Monitor:
@@ -88,6 +44,8 @@ class Monitor:
         *,
         on_reading: Callable[[PressureReading, RoundReport | None], None] | None = None,
         psi: bool | None = None,
+        events: bool | None = None,
+        adaptive: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -95,6 +53,8 @@ class Monitor:
         wait between samples: a test passes a :class:`memwarden.testing.fakes.ManualClock` as
         ``clock`` and its ``sleep``, so the number of samples does not depend on how busy the
         machine is. With ``sleep`` given, ``stop()`` and PSI wake-ups are seen after it returns.
+        ``events`` (default ``[governor] kernel_events``) arms the cgroup event sources;
+        ``adaptive`` (default ``[governor] adaptive_interval``) lets headroom shorten the wait.
         """
         self.governor = governor
         self.clock = clock
@@ -113,6 +73,19 @@ class Monitor:
         else:
             self.psi, self.psi_status = PsiTrigger.arm(self.config)
         log.info("PSI trigger %s", self.psi_status.detail)
+        # Kernel events beside PSI: cgroup usage thresholds (v1) and memory.events (v2).
+        self.event_wakeups = 0
+        self.sources: list[EventSource] = []
+        self.source_status: list[SourceStatus] = []
+        if events is None:
+            events = self.config.kernel_events
+        if events:
+            self.sources, self.source_status = kernel_sources(governor.warden)
+            for status in self.source_status:
+                log.info("%s: %s", status.name, status.detail)
+        if adaptive is None:
+            adaptive = self.config.adaptive_interval
+        self.adaptive = AdaptiveInterval(governor.warden.config.pressure) if adaptive else None
         # Loads and unloads made through memwarden wake the loop at once.
         governor.change_listeners.append(self.wake)
 
@@ -161,13 +134,19 @@ class Monitor:
         poller.register(self._wake_read, select.POLLIN)
         if self.psi is not None:
             poller.register(self.psi.fd, select.POLLPRI)
+        for source in self.sources:
+            poller.register(source.fd, source.mask)
         deadline = None if duration_s is None else self.clock() + duration_s
         try:
             while not self._stopping:
-                self.run_once()
+                reading, _ = self.run_once()
                 if once or self._stopping:
                     break
                 timeout = self.interval_s(self.governor.level)
+                if self.adaptive is not None:
+                    timeout = self.adaptive.next_s(
+                        self.governor.last_reading or reading, timeout, self.clock()
+                    )
                 if deadline is not None:
                     left = deadline - self.clock()
                     if left <= 0:
@@ -181,6 +160,8 @@ class Monitor:
                             self._lose_psi(poller)
                         else:
                             self.psi_wakeups += 1
+                    else:
+                        self._source_event(poller, fd, mask)
                 if deadline is not None and self.clock() >= deadline:
                     break
         finally:
@@ -199,6 +180,18 @@ class Monitor:
             while os.read(self._wake_read, 64):
                 pass
 
+    def _source_event(self, poller: select.poll, fd: int, mask: int) -> None:
+        source = next((s for s in self.sources if s.fd == fd), None)
+        if source is None:
+            return
+        if source.lost(mask):
+            poller.unregister(fd)
+            source.close()
+            self.sources.remove(source)
+            log.warning("%s failed; no longer watched", source.name)
+        elif source.fired():
+            self.event_wakeups += 1
+
     def _lose_psi(self, poller: select.poll) -> None:
         assert self.psi is not None
         poller.unregister(self.psi.fd)
@@ -213,6 +206,9 @@ class Monitor:
         if self.psi is not None:
             self.psi.close()
             self.psi = None
+        for source in self.sources:
+            source.close()
+        self.sources = []
         for fd in (self._wake_read, self._wake_write):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -111,7 +111,7 @@ def model_stats(records: Iterable[UsageRecord]) -> dict[tuple[str, str], ModelSt
         grouped.setdefault((record.provider, record.model), []).append(record)
     stats = {}
     for (provider, model), calls in grouped.items():
-        ttfts = [c.ttft_s for c in calls if c.ttft_s is not None]
+        ttfts = [c.time_to_first_token_s for c in calls if c.time_to_first_token_s is not None]
         stats[(provider, model)] = ModelStats(
             model=model,
             provider=provider,

@@ -64,6 +64,13 @@ class Usage:
     was_busy: bool = False
     last_seen_at: float = 0.0
 
+    def copy(self) -> Usage:
+        """A copy (what strategies see); six times cheaper than ``attrs.evolve``, which counts
+        when a strategy reads every one of thousands of loaded models."""
+        return Usage(
+            self.uses, self.last_used_at, self.last_idle_since, self.was_busy, self.last_seen_at
+        )
+
 
 @attrs.frozen(slots=False)
 class StrategyContext:
@@ -112,7 +119,7 @@ class StrategyContext:
     def usage(self, model: LoadedModel) -> Usage:
         """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
         usage = self._usage_of(model)
-        return attrs.evolve(usage) if usage is not None else Usage()
+        return usage.copy() if usage is not None else Usage()
 
     def requests_in_flight(self, model: LoadedModel) -> int:
         """Requests the model serves now: what its runtime reports plus calls made through
@@ -161,13 +168,16 @@ class StrategyContext:
     def find(self, action: Action) -> list[LoadedModel]:
         """The loaded models an action targets: its instance, or every instance of its model
         on its provider."""
+        return list(self._find(action))
+
+    def _find(self, action: Action) -> Sequence[LoadedModel]:
+        # find() without the copy, for the core's checks of every proposal.
         if action.provider is None:
-            return []
-        if action.instance_id is not None:
-            return list(self._by_key.get((action.provider, action.instance_id), ()))
-        if action.model is None:
-            return []
-        return list(self._by_key.get((action.provider, action.model), ()))
+            return ()
+        name = action.instance_id if action.instance_id is not None else action.model
+        if name is None:
+            return ()
+        return self._by_key.get((action.provider, name), ())
 
     @functools.cached_property
     def _by_key(self) -> dict[ModelKey, list[LoadedModel]]:
@@ -215,7 +225,7 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
     if kind in (ActionKind.UNLOAD, ActionKind.SHRINK_CONTEXT):
         if action.model is None or action.provider is None:
             return f"a {kind} action needs model and provider"
-        targets = context.find(action)
+        targets = context._find(action)
         if not targets:
             return f"{action_target(action)!r} is not loaded in provider {action.provider!r}"
         if kind == ActionKind.SHRINK_CONTEXT:
@@ -262,34 +272,45 @@ def policy_refusal(action: Action, context: StrategyContext) -> Refusal | None:
     """
     if action.kind not in (ActionKind.UNLOAD, ActionKind.SHRINK_CONTEXT):
         return None
-    targets = context.find(action)
+    targets = context._find(action)
+    below_emergency = context.level < PressureLevel.EMERGENCY
     if not targets and action.model is not None:
         # Not (or no longer) listed: judge by the configuration alone.
         policy = context.config.model_policy(action.instance_id, action.model)
-        targets_policies = [(action_target(action) or action.model, policy, 0)]
-    else:
-        targets_policies = [
-            (m.instance_id or m.name, context.policy(m), context.requests_in_flight(m))
-            for m in targets
-        ]
-    below_emergency = context.level < PressureLevel.EMERGENCY
+        return _refusal(action, action_target(action) or action.model, policy, 0, context.level)
+    for model in targets:
+        policy = context.policy(model)
+        # Requests in flight matter only below EMERGENCY (and are asked for only then).
+        in_flight = context.requests_in_flight(model) if below_emergency else 0
+        refusal = _refusal(
+            action, model.instance_id or model.name, policy, in_flight, context.level
+        )
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _refusal(
+    action: Action, label: str, policy: ModelPolicy, in_flight: int, level: PressureLevel
+) -> Refusal | None:
+    # policy_refusal's rules for one target model.
+    if not (policy.critical or policy.pinned or in_flight > 0):
+        return None
+    below_emergency = level < PressureLevel.EMERGENCY
     verb = "unloaded" if action.kind == ActionKind.UNLOAD else "shrunk"
-    for label, policy, in_flight in targets_policies:
-        if policy.critical:
-            return Refusal(
-                "critical", label, f"{label} is critical: it is never {verb}, at any level"
-            )
-        if policy.pinned and below_emergency:
-            return Refusal(
-                "pinned",
-                label,
-                f"{label} is pinned: it is {verb} only in an EMERGENCY (now {context.level})",
-            )
-        if in_flight > 0 and below_emergency:
-            return Refusal(
-                "in-flight",
-                label,
-                f"{label} is serving {in_flight} request(s): it is {verb} only in an "
-                f"EMERGENCY (now {context.level})",
-            )
+    if policy.critical:
+        return Refusal("critical", label, f"{label} is critical: it is never {verb}, at any level")
+    if policy.pinned and below_emergency:
+        return Refusal(
+            "pinned",
+            label,
+            f"{label} is pinned: it is {verb} only in an EMERGENCY (now {level})",
+        )
+    if in_flight > 0 and below_emergency:
+        return Refusal(
+            "in-flight",
+            label,
+            f"{label} is serving {in_flight} request(s): it is {verb} only in an "
+            f"EMERGENCY (now {level})",
+        )
     return None

@@ -238,8 +238,9 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
-    # Seconds from the request to its first token, where the call streamed; None otherwise.
-    ttft_s: float | None = None
+    # Seconds from the request to its first token or chunk, where the call streamed (through
+    # `memwarden serve`); None otherwise.
+    time_to_first_token_s: float | None = None
 
 
 @attrs.frozen
@@ -300,6 +301,8 @@ class ActionKind(enum.StrEnum):
 def _action_kind(value: ActionKind | str) -> ActionKind | str:
     # A known kind given as a plain string becomes the enum member; anything else is kept as
     # it came, so that the governor can reject it by name when it is proposed.
+    if type(value) is ActionKind:
+        return value
     try:
         return ActionKind(value)
     except ValueError:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 
+
+# Cached: the ladder describes every loaded model's size in each round, and sizes repeat.
+@functools.lru_cache(maxsize=4096)
 def format_bytes(value: int | None) -> str:
     """Binary units, as memory is sold and as the OS tools show it ("858.0 MiB", "12.5 GiB").
 

@@ -28,6 +28,7 @@ class _Call:
     """What the tracked block reports back so the record can carry token counts."""
 
     result: GenerateResult | None = None
+    time_to_first_token_s: float | None = None
 
 
 class UsageTracker:
@@ -85,6 +86,7 @@ class UsageTracker:
                 prompt_tokens=result.prompt_tokens if result else None,
                 completion_tokens=result.completion_tokens if result else None,
                 error=error,
+                time_to_first_token_s=call.time_to_first_token_s,
             )
             if self._on_record is not None:
                 self._on_record(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -97,6 +98,7 @@ class Warden:
         self._calls = Calls()
         self.usage = UsageTracker(on_record=self._on_usage)
         self._governor: Governor | None = None
+        self._providers_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Warden:
@@ -252,39 +254,46 @@ class Warden:
         something that is not a :class:`Provider`, is recorded as failed and that registration
         refused; the first registration of a name (in plugin registration order) is kept."""
         if self._providers is None:
-            registered: dict[str, list[Any]] = {}
-
-            def registrar(plugin: str) -> dict[str, Any]:
-                mine = registered.setdefault(plugin, [])
-                return {"register": mine.append, "config": self.config}
-
-            answers = self.plugins.call_each(
-                "register_providers", deadline_s=PROVIDER_TIMEOUT_S, kwargs_for=registrar
-            )
-            found: dict[str, Provider] = {}
-            owners: dict[str, str] = {}
-            for answer in answers:
-                # A plugin that missed its deadline may still be registering: take nothing.
-                offered = registered.get(answer.plugin, []) if answer.missed is None else []
-                for provider in list(offered):
-                    if not isinstance(provider, Provider):
-                        self._contract_broken(
-                            answer,
-                            "register_providers",
-                            f"registered {_kind_of(provider)}, not a memwarden Provider",
-                        )
-                    elif provider.name in found:
-                        self._contract_broken(
-                            answer,
-                            "register_providers",
-                            f"registered a provider named {provider.name!r}, a name plugin "
-                            f"{owners[provider.name]!r} already registered; this one is refused",
-                        )
-                    else:
-                        found[provider.name] = provider
-                        owners[provider.name] = answer.plugin
-            self._providers = found
+            # Registration runs once: concurrent first callers (the front door's first requests)
+            # wait for it instead of racing it and registering nothing.
+            with self._providers_lock:
+                if self._providers is None:
+                    self._providers = self._register_providers()
         return self._providers
+
+    def _register_providers(self) -> dict[str, Provider]:
+        registered: dict[str, list[Any]] = {}
+
+        def registrar(plugin: str) -> dict[str, Any]:
+            mine = registered.setdefault(plugin, [])
+            return {"register": mine.append, "config": self.config}
+
+        answers = self.plugins.call_each(
+            "register_providers", deadline_s=PROVIDER_TIMEOUT_S, kwargs_for=registrar
+        )
+        found: dict[str, Provider] = {}
+        owners: dict[str, str] = {}
+        for answer in answers:
+            # A plugin that missed its deadline may still be registering: take nothing.
+            offered = registered.get(answer.plugin, []) if answer.missed is None else []
+            for provider in list(offered):
+                if not isinstance(provider, Provider):
+                    self._contract_broken(
+                        answer,
+                        "register_providers",
+                        f"registered {_kind_of(provider)}, not a memwarden Provider",
+                    )
+                elif provider.name in found:
+                    self._contract_broken(
+                        answer,
+                        "register_providers",
+                        f"registered a provider named {provider.name!r}, a name plugin "
+                        f"{owners[provider.name]!r} already registered; this one is refused",
+                    )
+                else:
+                    found[provider.name] = provider
+                    owners[provider.name] = answer.plugin
+        return found
 
     def _each_provider(self, call: str, *args: Any) -> list[tuple[Provider, Any]]:
         """Call a method on every provider at once; a slow or failing one yields an exception.

@@ -25,9 +25,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import platformdirs
@@ -144,6 +144,58 @@ class Worker:
             raise ProviderError(
                 f"llamacpp: {self.name} ({self.path}): {payload['op']} failed: {answer['error']}",
                 hint="check that the file is a GGUF model that this llama.cpp supports",
+            )
+        return answer
+
+    def stream(self, payload: dict[str, Any], timeout_s: float) -> Iterator[dict[str, Any]]:
+        """Send a ``stream`` request and yield each answer line, the final ``done`` one included.
+        Closing the iterator early sends ``cancel`` and reads the stream to its end, so that the
+        worker is ready for the next request."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        with self._lock:
+            try:
+                stdin.write(json.dumps({**payload, "op": "stream"}) + "\n")
+                stdin.flush()
+            except (BrokenPipeError, OSError):
+                raise self._died() from None
+            done = False
+            try:
+                while not done:
+                    try:
+                        answer = self._read(stdout, "stream", timeout_s)
+                    except ProviderError:
+                        done = True  # an error answer ends the stream; a dead worker too
+                        raise
+                    done = bool(answer.get("done"))
+                    yield answer
+            finally:
+                if not done and self.alive():
+                    with contextlib.suppress(BrokenPipeError, OSError):
+                        stdin.write(json.dumps({"op": "cancel"}) + "\n")
+                        stdin.flush()
+                    with contextlib.suppress(ProviderError):
+                        while not self._read(stdout, "stream", timeout_s).get("done"):
+                            pass
+                self.last_used = time.time()
+
+    def _read(self, stdout: IO[str], op: str, timeout_s: float) -> dict[str, Any]:
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        if not ready:
+            self.stop()
+            raise ProviderError(
+                f"llamacpp: {self.name}: no answer to {op} within {timeout_s:g} s;"
+                " the worker was stopped",
+                hint="raise [plugins.llamacpp] generate_timeout_s",
+            )
+        line = stdout.readline()
+        if not line:
+            raise self._died()
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise ProviderError(
+                f"llamacpp: {self.name} ({self.path}): {op} failed: {answer['error']}",
+                hint="check the request's messages and options",
             )
         return answer
 
@@ -431,6 +483,23 @@ class LlamaCppProvider(Provider):
             prompt_tokens=answer.get("prompt_tokens"),
             completion_tokens=answer.get("completion_tokens"),
         )
+
+    def stream(self, model: str, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Stream a completion from a loaded (or loadable) model: ``request`` has ``prompt``
+        or ``messages`` (rendered with the GGUF's chat template) and the sampling options
+        ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``seed`` and ``stop``. Yields
+        ``{"piece": text}`` answers, then ``{"done": True, "finish_reason", "prompt_tokens",
+        "completion_tokens"}``. ``memwarden serve`` streams embedded models with it."""
+        name = self._find(model)[0]
+        with self._lock:
+            worker = self._workers.get(name)
+        if worker is None or not worker.alive():
+            self.load(model)
+            with self._lock:
+                worker = self._workers[name]
+        keys = ("prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+        payload = {k: request[k] for k in keys if request.get(k) is not None}
+        return worker.stream(payload, self.options.generate_timeout_s)
 
 
 @functools.cache

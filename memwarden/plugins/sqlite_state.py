@@ -301,7 +301,7 @@ def _insert(conn: sqlite3.Connection, kind: str, records: Sequence[Any]) -> None
                     r.model,
                     r.provider,
                     r.latency_s,
-                    r.ttft_s,
+                    r.time_to_first_token_s,
                     int(r.success),
                     r.prompt_tokens,
                     r.completion_tokens,
@@ -390,7 +390,7 @@ _READERS: dict[str, tuple[str, str, str, Callable[[Sequence[Any]], Any]]] = {
             prompt_tokens=r[5],
             completion_tokens=r[6],
             error=r[7],
-            ttft_s=r[8],
+            time_to_first_token_s=r[8],
         ),
     ),
 }

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import attrs
@@ -166,7 +167,37 @@ def _under(root: Path, absolute: str) -> Path:
     return root / absolute.lstrip("/")
 
 
+# Kernel files stay open between snapshots and are read again with pread at offset 0 (procfs
+# and cgroupfs regenerate their text for each read from the start): 7 us instead of 12 us for
+# an open, read and close of /proc/meminfo. Only /proc and /sys: a recorded tree's files are
+# opened afresh, so a test that rewrites one is read as written. Not /proc/self, which names
+# the process that opened it (a forked child would read its parent's).
+_open_files: dict[str, int] = {}
+_open_lock = threading.Lock()
+_KERNEL_PREFIXES = ("/proc/", "/sys/")
+
+
 def _read(path: Path) -> str:
+    name = str(path)
+    if name.startswith(_KERNEL_PREFIXES) and not name.startswith("/proc/self/"):
+        with _open_lock:
+            fd = _open_files.get(name)
+            if fd is not None:
+                try:
+                    data = os.pread(fd, 65536, 0)
+                except OSError:
+                    # The cgroup was removed, say: open it afresh (or fail) below.
+                    del _open_files[name]
+                    os.close(fd)
+                else:
+                    if len(data) < 65536:
+                        return data.decode("ascii", "replace")
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                data = os.pread(fd, 65536, 0)
+                _open_files[name] = fd
+                if len(data) < 65536:
+                    return data.decode("ascii", "replace")
     # os.read rather than open(): half the cost, and these files are read ten times a second.
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -247,6 +278,10 @@ def layout_for(root: Path) -> Layout:
 def forget_layouts() -> None:
     """Find the files again on the next snapshot (the process moved to another cgroup)."""
     _layouts.clear()
+    with _open_lock:
+        for fd in _open_files.values():
+            os.close(fd)
+        _open_files.clear()
 
 
 # -- measuring -----------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def sample_records() -> dict[str, Any]:
             success=False,
             prompt_tokens=12,
             error="ProviderUnavailable: connection refused",
-            ttft_s=0.125,
+            time_to_first_token_s=0.125,
         ),
         "action": ActionRecord(
             at=1_700_000_003.5,
@@ -502,6 +502,24 @@ class StrategyPluginContract(_PluginContract):
             assert refusal is None, (
                 f"{action.strategy} proposed {action.kind} of {refusal.model} at "
                 f"{reading.level}, which the core refuses ({refusal.rule}): {refusal.reason}"
+            )
+
+    def test_proposes_only_the_kinds_it_declares(
+        self,
+        plugin: object,
+        warden: Warden,
+        reading: PressureReading,
+        context: StrategyContext,
+    ) -> None:
+        # The governor asks only strategies that declare refuse-loads whether loads are
+        # refused: a strategy that proposes a kind its PROPOSES leaves out would be skipped.
+        declared = getattr(plugin, "PROPOSES", None)
+        if declared is None:
+            pytest.skip("the strategy declares no PROPOSES")
+        for action in self._propose(warden, reading, context):
+            assert action.kind in declared, (
+                f"{action.strategy} proposed {action.kind}, which its PROPOSES "
+                f"({', '.join(sorted(str(k) for k in declared))}) leaves out"
             )
 
     def test_proposing_changes_nothing(

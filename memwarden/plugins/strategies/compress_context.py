@@ -19,6 +19,9 @@ OPTIONS = NoOptions
 COST = 2.0
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.COMPRESS_CONTEXT})
 
 
 @hookimpl

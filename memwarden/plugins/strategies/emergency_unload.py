@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, model_key, unload_action
-from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "emergency-unload"
@@ -18,6 +18,9 @@ OPTIONS = NoOptions
 BASE_COST = 1000.0
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.EMERGENCY
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.UNLOAD})
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, unload_action
-from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "idle-unload"
@@ -19,6 +19,9 @@ NAME = "idle-unload"
 OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.UNLOAD})
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, model_key, unload_action
-from memwarden.core.types import Action, PressureLevel, PressureReading
+from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
 from memwarden.hookspecs import hookimpl
 
 NAME = "priority-eviction"
@@ -17,6 +17,9 @@ NAME = "priority-eviction"
 OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.CRITICAL
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.UNLOAD})
 
 
 @hookimpl
@@ -25,7 +28,7 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
         return None
     emergency = reading.level >= PressureLevel.EMERGENCY
     candidates = []
-    priorities = {}
+    priorities = []
     for model in context.loaded_models:
         policy = context.policy(model)
         if policy.pinned or policy.critical:
@@ -33,14 +36,15 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
         if context.requests_in_flight(model) > 0 and not emergency:
             continue
         candidates.append(model)
-        priorities[model_key(model)] = policy.priority
+        priorities.append(policy.priority)
     costs = context.eviction_costs(candidates)
+    level = str(reading.level)
     return [
         unload_action(
             model,
             NAME,
             costs[model_key(model)],
-            f"relieve {reading.level} pressure (priority {priorities[model_key(model)]})",
+            f"relieve {level} pressure (priority {priority})",
         )
-        for model in candidates
+        for model, priority in zip(candidates, priorities, strict=True)
     ]

@@ -17,6 +17,9 @@ NAME = "refuse-loads"
 OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.CRITICAL
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.REFUSE_LOADS})
 
 
 @hookimpl

@@ -18,6 +18,9 @@ NAME = "release-caches"
 OPTIONS = NoOptions
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.RELEASE_CACHE})
 
 
 @hookimpl

@@ -25,6 +25,9 @@ COST = 3.0
 PRIORITY_COST = 6.0
 # The lowest level this strategy proposes at.
 LEVEL = PressureLevel.WARNING
+# The action kinds it proposes (the governor asks only refuse-loads strategies whether
+# loads are refused).
+PROPOSES = frozenset({ActionKind.SHRINK_CONTEXT})
 
 
 def shrink_cost(priority: int, lowest_priority: int) -> float:
@@ -41,6 +44,8 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
     policies = {id(m): context.policy(m) for m in context.loaded_models}
     lowest = min((p.priority for p in policies.values()), default=0)
     actions = []
+    # Bytes saved per (model, provider, old, new): instances of one model are sized once.
+    savings: dict[tuple[str, str, int, int], int | None] = {}
     for model in context.loaded_models:
         policy = policies[id(model)]
         if policy.pinned or policy.critical or context.requests_in_flight(model) > 0:
@@ -50,12 +55,19 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
         if old is None or old <= floor:
             continue
         new = max(int(old * config.shrink_factor), floor)
-        ref = ModelRef(name=model.name, provider=model.provider)
-        try:
-            saved = context.estimate(ref, old).total_bytes - context.estimate(ref, new).total_bytes
-        except MemwardenError:
-            continue
-        if saved <= 0:
+        key = (model.name, model.provider, old, new)
+        if key in savings:
+            saved = savings[key]
+        else:
+            ref = ModelRef(name=model.name, provider=model.provider)
+            try:
+                saved = (
+                    context.estimate(ref, old).total_bytes - context.estimate(ref, new).total_bytes
+                )
+            except MemwardenError:
+                saved = None
+            savings[key] = saved
+        if saved is None or saved <= 0:
             continue
         label = model.instance_id or model.name
         actions.append(
