@@ -210,6 +210,43 @@ def test_after_a_node_is_removed_its_model_is_placed_again_on_another(fleet):
     assert provider.node_of(victim) == fleet["node_b"].node_id
 
 
+@pytest.mark.slow
+def test_the_front_door_on_the_head_serves_a_fleet_model_and_shows_every_node(fleet, tmp_path):
+    import httpx
+    import openai
+
+    from memwarden.core.warden import Warden
+    from memwarden.serve.app import FrontDoor
+
+    provider = fleet["provider"]
+    raw = {
+        "state": {"path": str(tmp_path / "state.db")},
+        "plugins": {
+            "disabled": ["ollama", "lmstudio", "llamacpp"],
+            "ray": {
+                "address": provider.options.address,
+                "placement_timeout_s": 60.0,
+                "llamacpp": dict(provider.options.llamacpp),
+            },
+        },
+    }
+    door = FrontDoor(Warden(parse_config_data(raw, None)), port=0, monitor=False, psi=False)
+    with door:
+        client = openai.OpenAI(base_url=f"{door.url}/v1", api_key="unused", max_retries=0)
+        answer = client.completions.create(
+            model="gemma-c", prompt="The capital of France is", max_tokens=8
+        )
+        status = httpx.get(f"{door.url}/memory/status", timeout=60).json()
+    assert (answer.choices[0].text, answer.usage.completion_tokens) == (
+        " the capital of the country of France.",
+        8,
+    )
+    live = {n["node_id"] for n in provider.nodes()}
+    assert {n["node_id"] for n in status["nodes"]} == live
+    node_b = next(n for n in status["nodes"] if n["node_id"] == fleet["node_b"].node_id)
+    assert "gemma-c" in [m["name"] for m in node_b["models"]]
+
+
 # -- the simulated fleet (benchmarks/fleet_sim.py) -------------------------------------------
 
 

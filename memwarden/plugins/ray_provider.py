@@ -27,7 +27,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -149,6 +149,11 @@ class ModelActor:
     def generate(self, prompt: str, max_tokens: int | None) -> dict[str, Any]:
         """Answer a prompt with the model."""
         return to_data(self.provider.generate(self.model, prompt, max_tokens=max_tokens))
+
+    def stream(self, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """The model's answers piece by piece (the embedded runtime's ``stream``), as a Ray
+        streaming generator."""
+        yield from self.provider.stream(self.model, dict(request))
 
     def stop(self) -> None:
         """End the worker (the actor is killed next)."""
@@ -579,6 +584,33 @@ class RayProvider(Provider):
             time.sleep(0.5)
             alive = {node["node_id"] for node in self.nodes()}
         return alive
+
+    def stream(self, model: str, request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Stream a completion from the model on its node (``memwarden serve`` serves the
+        fleet's models with it): the answers of the embedded runtime's ``stream``, passed on
+        as the node yields them. A model not placed (or lost) is placed first."""
+        ray = self._connect()
+        with self._lock:
+            entry = self._placed.get(model)
+        if entry is None:
+            self.load(model)
+            with self._lock:
+                entry = self._placed[model]
+        answers = entry.actor.stream.options(num_returns="streaming").remote(dict(request))
+        try:
+            for ref in answers:
+                yield ray.get(ref, timeout=self.options.call_timeout_s)
+        except ray.exceptions.RayError as exc:
+            if entry.node_id not in self._alive_after_actor_died(exc, entry.node_id):
+                self._mark_lost(entry)
+                raise ProviderUnavailable(
+                    f"ray: {model} was lost with node {entry.node_id} during the request",
+                    hint="send the request again: the next one places the model on another node",
+                ) from None
+            raise ProviderError(
+                f"ray: {model} on node {entry.node_id} failed: {exc}",
+                hint="send the request again",
+            ) from None
 
     def unload_all(self) -> None:
         """Kill every model actor this provider placed (the head is shutting down)."""
