@@ -225,7 +225,7 @@ def test_the_front_door_on_the_head_serves_a_fleet_model_and_shows_every_node(fl
             "disabled": ["ollama", "lmstudio", "llamacpp"],
             "ray": {
                 "address": provider.options.address,
-                "placement_timeout_s": 60.0,
+                "placement_timeout_s": 3.0,
                 "llamacpp": dict(provider.options.llamacpp),
             },
         },
@@ -237,10 +237,18 @@ def test_the_front_door_on_the_head_serves_a_fleet_model_and_shows_every_node(fl
             model="gemma-c", prompt="The capital of France is", max_tokens=8
         )
         status = httpx.get(f"{door.url}/memory/status", timeout=60).json()
+        # Node B holds two models, the most it has room for; node A is gone.
+        busy = httpx.post(
+            f"{door.url}/v1/completions",
+            json={"model": "gemma-a", "prompt": "Hi", "max_tokens": 2},
+            timeout=60,
+        )
     assert (answer.choices[0].text, answer.usage.completion_tokens) == (
         " the capital of the country of France.",
         8,
     )
+    assert (busy.status_code, busy.headers["retry-after"]) == (503, "2")
+    assert "no node took gemma-a" in busy.json()["error"]["message"]
     live = {n["node_id"] for n in provider.nodes()}
     assert {n["node_id"] for n in status["nodes"]} == live
     node_b = next(n for n in status["nodes"] if n["node_id"] == fleet["node_b"].node_id)

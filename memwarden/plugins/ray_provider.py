@@ -62,6 +62,13 @@ _INSTALL_HINT = "install the extra: pip install 'memwarden[ray]'"
 _AGENT_DISABLED = ("ray", "ollama", "lmstudio", "llamacpp", "sqlite-state")
 
 
+class PlacementPending(InsufficientMemory):
+    """No node has room for the model now, though one could take it once models there are
+    unloaded: the front door answers 503 with Retry-After (``transient``)."""
+
+    transient = True
+
+
 @attrs.frozen
 class RayOptions:
     """``[plugins.ray]``."""
@@ -108,8 +115,9 @@ def _loaded_from(data: Mapping[str, Any]) -> LoadedModel:
 class ModelActor:
     """One model on one node: the embedded llama.cpp runtime in a worker process of its own.
 
-    Created by :class:`RayProvider` with the model's estimate as its resource request; the
-    model is loaded in ``__init__``, so the actor is ready only once the model is resident.
+    Created by :class:`RayProvider` with the model's estimate as its resource request. The
+    actor exists (:meth:`node` answers) once Ray has placed it; :meth:`load` then loads the
+    model, so waiting for a node and waiting for a load have timeouts of their own.
     """
 
     def __init__(
@@ -125,16 +133,29 @@ class ModelActor:
         from memwarden.plugins.llamacpp import LlamaCppOptions, LlamaCppProvider
 
         self.model = model
+        self.context_tokens = context_tokens
+        self.options = dict(options or {})
+        self.priority = priority
         self.node_id = ray.get_runtime_context().get_node_id()
         self.provider = LlamaCppProvider(LlamaCppOptions(**dict(llamacpp)))
+        self.loaded_model: LoadedModel | None = None
+
+    def node(self) -> str:
+        """The node the actor was placed on (answers as soon as it is placed)."""
+        return self.node_id
+
+    def load(self) -> dict[str, Any]:
+        """Load the model on this node and announce it to the node's agent."""
+        import ray
+
         self.loaded_model = self.provider.load(
-            model, context_tokens=context_tokens, options=options
+            self.model, context_tokens=self.context_tokens, options=self.options
         )
-        self.priority = priority
         with contextlib.suppress(ValueError):
             agent = ray.get_actor(agent_name(self.node_id), namespace=NAMESPACE)
             me = ray.get_runtime_context().current_actor
-            ray.get(agent.adopt.remote(self.loaded_model.name, me, priority))
+            ray.get(agent.adopt.remote(self.loaded_model.name, me, self.priority))
+        return self.ready()
 
     def ready(self) -> dict[str, Any]:
         """Where the model runs and what it holds (``node_id`` and a LoadedModel's fields)."""
@@ -143,8 +164,9 @@ class ModelActor:
     def loaded(self) -> dict[str, Any]:
         """The model as loaded now, its resident size measured."""
         models = self.provider.loaded_models()
-        model = models[0] if models else self.loaded_model
-        return to_data(model)
+        if not models and self.loaded_model is None:
+            raise ProviderError(f"ray: {self.model} is not loaded yet")
+        return to_data(models[0] if models else self.loaded_model)
 
     def generate(self, prompt: str, max_tokens: int | None) -> dict[str, Any]:
         """Answer a prompt with the model."""
@@ -501,19 +523,21 @@ class RayProvider(Provider):
         actor = self._actor_class.options(
             num_cpus=0, resources={resource: requested}, max_concurrency=4
         ).remote(model, context, dict(options or {}), dict(self.options.llamacpp), priority)
-        ready_ref = actor.ready.remote()
-        done, _ = ray.wait([ready_ref], timeout=self.options.placement_timeout_s)
+        placed_ref = actor.node.remote()
+        done, _ = ray.wait([placed_ref], timeout=self.options.placement_timeout_s)
         if not done:
             ray.kill(actor)
-            raise InsufficientMemory(
+            raise PlacementPending(
                 f"ray: no node took {model} ({format_bytes(requested)} of {resource}) within "
                 f"{self.options.placement_timeout_s:g} s; the largest node declares "
                 f"{format_bytes(largest)}",
                 hint="unload a model on the fleet, or add a node (memwarden fleet node-args)",
             )
         try:
-            data = ray.get(ready_ref)
+            data = ray.get(actor.load.remote(), timeout=self.options.call_timeout_s)
         except Exception as exc:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
             raise ProviderError(
                 f"ray: loading {model} on its node failed: {exc}",
                 hint="see the node's log (ray logs); the model file must exist on every node",
