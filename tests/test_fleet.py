@@ -237,6 +237,7 @@ def test_the_front_door_on_the_head_serves_a_fleet_model_and_shows_every_node(fl
             model="gemma-c", prompt="The capital of France is", max_tokens=8
         )
         status = httpx.get(f"{door.url}/memory/status", timeout=60).json()
+        shown = _dashboard_nodes(door.url)
         # Node B holds two models, the most it has room for; node A is gone.
         busy = httpx.post(
             f"{door.url}/v1/completions",
@@ -253,6 +254,29 @@ def test_the_front_door_on_the_head_serves_a_fleet_model_and_shows_every_node(fl
     assert {n["node_id"] for n in status["nodes"]} == live
     node_b = next(n for n in status["nodes"] if n["node_id"] == fleet["node_b"].node_id)
     assert "gemma-c" in [m["name"] for m in node_b["models"]]
+    if shown is not None:
+        assert shown == sorted(n["node_id"][:12] for n in status["nodes"])
+
+
+def _dashboard_nodes(url: str) -> list[str] | None:
+    """The node ids the dashboard's fleet table shows, in headless Chromium (None without it)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            tab = browser.new_page()
+            tab.goto(f"{url}/?every=500")
+            tab.wait_for_selector("#nodes tbody tr", timeout=60_000)
+            cells = tab.query_selector_all('#nodes tbody [data-field="node"]')
+            return sorted(c.inner_text() for c in cells)
+        finally:
+            browser.close()
 
 
 # -- the simulated fleet (benchmarks/fleet_sim.py) -------------------------------------------
