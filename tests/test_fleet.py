@@ -65,6 +65,15 @@ def test_fleet_node_args_prints_ray_start_with_the_resources(run_cli, write_conf
     assert data["args"] == ["--address", "h:1", "--resources", json.dumps({"llm_ram_bytes": GiB})]
 
 
+def test_fleet_status_without_the_ray_provider_says_how_to_configure_it(run_cli):
+    result = run_cli("fleet", "status")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: fleet: the ray provider is not configured\n"
+        "  hint: set [plugins.ray] address in the config\n"
+    )
+
+
 def test_ray_provider_is_not_registered_without_an_address():
     from memwarden.core.warden import Warden
 

@@ -91,7 +91,7 @@ def fleet_status(app: AppContext, as_json: bool) -> None:
     """Every node of the fleet: its LLM resources, pressure level and models (from the head)."""
     from memwarden.plugins.ray_provider import RayProvider
 
-    provider = app.warden.provider("ray")
+    provider = app.warden.providers().get("ray")
     if not isinstance(provider, RayProvider):
         raise ProviderError(
             "fleet: the ray provider is not configured",
