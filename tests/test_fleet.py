@@ -201,17 +201,25 @@ def test_a_model_too_big_for_every_node_is_refused(fleet):
 
 
 @pytest.mark.slow
-def test_after_a_node_is_removed_its_model_is_placed_again_on_another(fleet):
+def test_a_node_lost_mid_request_fails_it_and_the_next_request_places_the_model_again(fleet):
     provider = fleet["provider"]
     cluster = fleet["cluster"]
     node_a = fleet["node_a"]
     victim = next(
         m.name for m in provider.loaded_models() if provider.node_of(m.name) == node_a.node_id
     )
+    # A request in flight: its first piece has arrived when the node goes.
+    answers = provider.stream(victim, {"prompt": "Once upon a time", "max_tokens": 512})
+    assert "piece" in next(answers)
     cluster.remove_node(node_a)
     with pytest.raises(ProviderUnavailable) as caught:
-        provider.generate(victim, "Hello", max_tokens=4)
-    assert f"{victim} was lost with node {node_a.node_id}" in str(caught.value)
+        for _ in answers:
+            pass
+    assert (
+        caught.value.message
+        == f"ray: {victim} was lost with node {node_a.node_id} during the request"
+    )
+    assert provider.lost_models() == {victim: node_a.node_id}
     for model in [m.name for m in provider.loaded_models() if m.name != victim]:
         provider.unload(model)
     answer = provider.generate(victim, "Hello", max_tokens=4)

@@ -601,7 +601,11 @@ class RayProvider(Provider):
         watched for up to ``wait_s`` to see whether it died too."""
         ray = _ray()
         alive = {node["node_id"] for node in self.nodes()}
-        if not isinstance(exc, ray.exceptions.RayActorError):
+        # The model's own error (a RayTaskError) says nothing about its node; a dead actor or a
+        # result lost with its node does.
+        if isinstance(exc, ray.exceptions.RayTaskError) or not isinstance(
+            exc, ray.exceptions.RayError
+        ):
             return alive
         deadline = time.monotonic() + wait_s
         while node_id in alive and time.monotonic() < deadline:
