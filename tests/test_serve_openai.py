@@ -242,7 +242,7 @@ def test_a_model_serving_a_stream_is_not_unloaded_below_emergency(capped):
 
 
 def test_model_auto_is_chosen_by_pick_model_and_the_choice_is_in_a_header(door):
-    door, fake = door
+    door, _fake = door
     answer = client(door).chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "why is the sky blue"}]
     )
