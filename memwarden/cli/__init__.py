@@ -41,6 +41,7 @@ COMMANDS = {
     "report": "memwarden.cli.history",
     "recommend": "memwarden.cli.history",
     "pick": "memwarden.cli.pick",
+    "fleet": "memwarden.cli.fleet",
     "serve": "memwarden.cli.serve",
     "context": "memwarden.cli.context",
 }

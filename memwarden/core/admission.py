@@ -639,3 +639,43 @@ def max_context(
     if low == ceiling and not trained:
         notes.append(f"searched up to {ceiling:,} tokens")
     return MaxContext(chosen, chosen_fit, memory_limit, tuple(notes))
+
+
+# -- what a host may give LLMs, for a cluster scheduler (docs/fleet.md) ----------------------
+
+#: The custom resource each pool kind is declared as on a Ray node (or a Kubernetes extended
+#: resource). Unified memory is where Metal puts a model, so it counts as accelerator memory.
+NODE_RESOURCE = {
+    PoolKind.SYSTEM: "llm_ram_bytes",
+    PoolKind.GPU: "llm_gpu_bytes",
+    PoolKind.UNIFIED: "llm_gpu_bytes",
+}
+
+
+def node_resources(
+    snapshot: DeviceSnapshot, config: Config, loaded: Sequence[LoadedModel] = ()
+) -> dict[str, int]:
+    """What LLMs may take on this host, per resource name of :data:`NODE_RESOURCE`.
+
+    The same budget :func:`need` admits a load with: per pool, what is available now plus what
+    the managed models already hold, less the pool's safety margin; summed per pool kind, and no
+    more than ``[pressure] max_managed_memory``. A cluster scheduler places a model where its
+    estimate fits in these; the node's governor keeps the host within them afterwards.
+    """
+    margin_percent = config.budget.safety_margin_percent
+    held: dict[str, int] = {}
+    for model in loaded:
+        target = home_pool(snapshot)
+        if target is not None:
+            kind = _kind(snapshot, target)
+            held[target] = held.get(target, 0) + loaded_bytes(model, kind, config)
+    resources: dict[str, int] = {}
+    for pool in snapshot.pools:
+        margin = int(pool.total_bytes * margin_percent / 100)
+        room = max(0, pool.available_bytes + held.get(pool.id, 0) - margin)
+        name = NODE_RESOURCE[pool.kind]
+        resources[name] = resources.get(name, 0) + room
+    cap = config.pressure.max_managed_memory
+    if cap is not None:
+        resources = {name: min(value, int(cap)) for name, value in resources.items()}
+    return resources

@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("ollama", "memwarden.plugins.ollama"),
     ("lmstudio", "memwarden.plugins.lmstudio"),
     ("llamacpp", "memwarden.plugins.llamacpp"),
+    ("ray", "memwarden.plugins.ray_provider"),
     ("release-caches", "memwarden.plugins.strategies.release_caches"),
     ("compress-context", "memwarden.plugins.strategies.compress_context"),
     # compress_context is first-result and later registrations answer first: summary first.

@@ -38,6 +38,17 @@ def error_response(exc: MemwardenError) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=status)
 
 
+def fleet_nodes(warden: Warden) -> list[dict[str, Any]]:
+    """Every node of the Ray fleet this head serves (docs/fleet.md): each node's resources,
+    pressure level, pools and models, from its agent. Empty without the ``ray`` provider."""
+    try:
+        provider = warden.providers().get("ray")
+        report = getattr(provider, "fleet_status", None)
+        return list(report()) if report is not None else []
+    except MemwardenError:
+        return []
+
+
 class Control:
     """The control endpoints over one warden and its governor."""
 
@@ -103,6 +114,7 @@ class Control:
             "reasons": list(reading.reasons),
             "pools": pools,
             "models": [self._model_data(m) for m in self.governor.loaded_models()],
+            "nodes": fleet_nodes(self.warden),
         }
 
     def _model_data(self, model: LoadedModel) -> dict[str, Any]:

@@ -136,7 +136,8 @@ class Gate:
                 if self.on_load is not None:
                     self.on_load(outcome)
             except InsufficientMemory as exc:
-                if self._fits_once_idle(ref, context_tokens):
+                # A provider that says room may come (a fleet whose nodes are full now).
+                if getattr(exc, "transient", False) or self._fits_once_idle(ref, context_tokens):
                     self._refused("busy", ref)
                     raise Busy(
                         f"model {ref.name!r} fits once the requests in flight end: {exc.message}"
