@@ -274,3 +274,26 @@ def _state_dir(warden: Warden) -> str | None:
 
     path = memory_path(warden.config)
     return str(path.parent) if path is not None else None
+
+
+def leading_system(window: ContextWindow) -> list[int]:
+    """The indices of the system messages before the first other turn (the system prompt)."""
+    found = []
+    for i, message in enumerate(window.messages):
+        if message.role != "system":
+            break
+        found.append(i)
+    return found
+
+
+def keep_core(window: ContextWindow, budget_tokens: int) -> set[int] | None:
+    """:func:`must_keep` plus the system prompt where it fits; None when the must-keep alone
+    is over the budget."""
+    messages = window.messages
+    keep = must_keep(messages)
+    if tokens_of(messages[i] for i in keep) > budget_tokens:
+        return None
+    for i in leading_system(window):
+        if tokens_of(messages[j] for j in keep | {i}) <= budget_tokens:
+            keep.add(i)
+    return keep

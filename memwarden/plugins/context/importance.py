@@ -10,10 +10,9 @@ from __future__ import annotations
 import attrs
 
 from memwarden.context.extract import keywords
-from memwarden.context.window import CompressionContext, latest_user_index
+from memwarden.context.window import CompressionContext, keep_core, latest_user_index
 from memwarden.core.types import ContextWindow, Message
 from memwarden.hookspecs import hookimpl
-from memwarden.plugins.context.recent import keep_core
 
 NAME = "context-importance"
 

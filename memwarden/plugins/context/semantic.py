@@ -23,11 +23,11 @@ from memwarden.context.window import (
     RECALL_PREFIX,
     CompressionContext,
     fill_newest,
+    keep_core,
     tokens_of,
 )
 from memwarden.core.types import ContextWindow, Message
 from memwarden.hookspecs import hookimpl
-from memwarden.plugins.context.recent import keep_core
 
 if TYPE_CHECKING:
     import sqlite_utils

@@ -21,6 +21,7 @@ from memwarden.context.window import (
     CompressionContext,
     fill_newest,
     fit_text,
+    keep_core,
     latest_user_index,
     summarised_count,
     tokens_of,
@@ -28,7 +29,6 @@ from memwarden.context.window import (
 from memwarden.core.errors import MemwardenError
 from memwarden.core.types import ContextWindow, Message
 from memwarden.hookspecs import hookimpl
-from memwarden.plugins.context.recent import keep_core
 
 NAME = "context-summary"
 log = logging.getLogger("memwarden.context")

@@ -6,25 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memwarden.core.config import NoOptions
-from memwarden.core.picking import PickContext, capable
+from memwarden.core.picking import MIN_CALLS, PickContext, capable, rank
 from memwarden.core.types import AvailableModel, ModelChoice, ModelRequest
 from memwarden.hookspecs import hookimpl
 
 OPTIONS = NoOptions
-# Fewer calls than this teach nothing: the model is judged by size instead.
-MIN_CALLS = 20
-
-
-def rank(model: AvailableModel, context: PickContext) -> tuple[float, float, int, str]:
-    """Sort key: learned success (higher first), median latency, then size and name."""
-    stats = context.stats_of(model)
-    known = stats is not None and stats.calls >= MIN_CALLS
-    return (
-        -(stats.success_rate if known and stats else 0.0),
-        stats.median_latency_s if known and stats else float("inf"),
-        model.size_bytes or 0,
-        model.name,
-    )
 
 
 @hookimpl

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memwarden.core.config import NoOptions
-from memwarden.core.picking import PickContext, capable
+from memwarden.core.picking import PickContext, capable, rank
 from memwarden.core.types import AvailableModel, ModelChoice, ModelRequest
 from memwarden.hookspecs import hookimpl
-from memwarden.plugins.pickers.learned import rank
 
 OPTIONS = NoOptions
 
