@@ -239,20 +239,6 @@ class Proxy:
         self.gate.remember(choice.model.name, ModelRef(choice.model.name, choice.model.provider))
         return choice
 
-    def _pick(self, asked: str, path: str, body: dict[str, Any], native: bool) -> ModelChoice:
-        """``"model": "auto"`` or a ``[pick.aliases]`` name: the ``pick_model`` hook chooses."""
-        task = "embed" if "embed" in path else "chat"
-        context = _context_tokens(body) if native else None
-        request = ModelRequest(
-            task=task,
-            min_context_tokens=context or 0,
-            preferred=() if asked == AUTO_MODEL else (asked,),
-        )
-        choice, _ = pick(self.warden, request)
-        # The provider that offers the chosen model serves it, whatever else shares its name.
-        self.gate.remember(choice.model.name, ModelRef(choice.model.name, choice.model.provider))
-        return choice
-
     def _done(self, path: str, choice: ModelChoice | None, response: Response) -> Response:
         if choice is not None:
             response.headers[PICK_HEADER] = pick_header(choice)
