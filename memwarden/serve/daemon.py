@@ -50,7 +50,10 @@ def announce(url: str) -> None:
     """Record that this process serves at ``url`` (``memwarden serve`` on start)."""
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    # Written aside and renamed into place: a CLI looking for the daemon never reads half a file.
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    partial.replace(path)
 
 
 def withdraw() -> None:
