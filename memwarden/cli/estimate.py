@@ -19,6 +19,7 @@ from memwarden.cli.output import format_bytes
 from memwarden.core.admission import MaxContext, PoolFit, max_context
 from memwarden.core.errors import ConfigError, InsufficientMemory
 from memwarden.core.governor import LoadPlan
+from memwarden.core.providers import LOAD_OPTION_KEYS
 from memwarden.core.serialize import to_data
 from memwarden.core.types import DeviceSnapshot, MemoryEstimate, ModelRef, PoolKind
 from memwarden.core.warden import Warden
@@ -148,18 +149,10 @@ def _model_options(command: Any) -> Any:
     return command
 
 
-# The runtime options _model_options collects, as estimate_model_size option keys.
-RUNTIME_OPTION_KEYS = (
-    "runtime",
-    "kv_type",
-    "kv_type_k",
-    "kv_type_v",
-    "parallel",
-    "batch_tokens",
-    "ubatch_tokens",
-    "flash_attention",
-    "swa_full",
-    "mmap",
+# The runtime flags that map one to one onto load options; --gpu-layers and --no-kv-offload have
+# their own handling in runtime_options.
+RUNTIME_OPTION_KEYS = tuple(
+    key for key in LOAD_OPTION_KEYS if key not in ("gpu_layers", "kv_offload")
 )
 
 

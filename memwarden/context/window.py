@@ -297,3 +297,10 @@ def keep_core(window: ContextWindow, budget_tokens: int) -> set[int] | None:
         if tokens_of(messages[j] for j in keep | {i}) <= budget_tokens:
             keep.add(i)
     return keep
+
+
+def insert_after_system_prompt(messages: list[Message], message: Message) -> None:
+    """Put ``message`` (a summary, recalled facts) after the leading system messages, where a
+    model reads it as context rather than as a turn of the conversation."""
+    at = next((n for n, m in enumerate(messages) if m.role != "system"), len(messages))
+    messages.insert(at, message)

@@ -23,6 +23,7 @@ from memwarden.context.window import (
     RECALL_PREFIX,
     CompressionContext,
     fill_newest,
+    insert_after_system_prompt,
     keep_core,
     tokens_of,
 )
@@ -118,9 +119,8 @@ def recall_window(
     result = [messages[i] for i in sorted(chosen)]
     if recalled:
         text = RECALL_PREFIX + " ".join(recalled)
-        at = next((n for n, m in enumerate(result) if m.role != "system"), len(result))
-        result.insert(
-            at, Message(role="system", content=text, tokens=context.tokenizer.count(text))
+        insert_after_system_prompt(
+            result, Message(role="system", content=text, tokens=context.tokenizer.count(text))
         )
     return ContextWindow(messages=tuple(result), model=window.model)
 

@@ -21,6 +21,7 @@ from memwarden.context.window import (
     CompressionContext,
     fill_newest,
     fit_text,
+    insert_after_system_prompt,
     keep_core,
     latest_user_index,
     summarised_count,
@@ -125,8 +126,7 @@ def chain(
             body = " ".join(body.split(" ")[:-1])
             text, tokens = prefix + body, context.tokenizer.count(prefix + body)
         if body:
-            at = next((n for n, m in enumerate(result) if m.role != "system"), len(result))
-            result.insert(at, Message(role="system", content=text, tokens=tokens))
+            insert_after_system_prompt(result, Message(role="system", content=text, tokens=tokens))
     return ContextWindow(messages=tuple(result), model=window.model)
 
 
