@@ -219,6 +219,11 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
     if not isinstance(action.kind, ActionKind):
         known = ", ".join(k.value for k in ActionKind)
         return f"no executor handles action kind {action.kind!r} (known: {known})"
+    if not _is_number(action.cost) or not _is_number(action.expected_freed_bytes):
+        return (
+            f"cost and expected_freed_bytes must be numbers, not {action.cost!r} and "
+            f"{action.expected_freed_bytes!r}"
+        )
     if action.expected_freed_bytes < 0 or action.cost < 0:
         return "expected_freed_bytes and cost must not be negative"
     kind = action.kind
@@ -249,6 +254,16 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
         if action.session_id not in {s.session_id for s in context.sessions}:
             return f"session {action.session_id!r} is not registered"
     return None
+
+
+def _is_number(value: object) -> bool:
+    # NaN is not: it would compare false with everything and scramble the ladder's order.
+    return isinstance(value, (int, float)) and value == value
+
+
+def rankable(action: object) -> bool:
+    """Whether the core can order a proposal by its cost (an Action with a numeric cost)."""
+    return isinstance(action, Action) and _is_number(action.cost)
 
 
 @attrs.frozen
