@@ -227,15 +227,17 @@ def eviction_cost(
     of use seen by the governor (up to 5) and size (up to 2 for the smallest, since evicting a
     big model frees more per user hurt). A request in flight adds 20.
     """
-    usage = usage or Usage()
-    last_used = usage.last_used_at or model.idle_since
+    # No Usage() for a model the governor has not seen used: thousands are costed per round.
+    uses = usage.uses if usage is not None else 0
+    last_used = (usage.last_used_at if usage is not None else None) or model.idle_since
     busy = model.requests_in_flight > 0
     recency = 0.0
     if busy:
         recency = 5.0
     elif last_used is not None:
-        recency = 5.0 * math.exp(-max(now - last_used, 0.0) / RECENCY_DECAY_S)
-    frequency = 5.0 * usage.uses / (usage.uses + 5)
+        elapsed = now - last_used
+        recency = 5.0 * math.exp(-elapsed / RECENCY_DECAY_S) if elapsed > 0 else 5.0
+    frequency = 5.0 * uses / (uses + 5)
     size = 2.0 * (1.0 - model.total_bytes / largest_bytes) if largest_bytes > 0 else 0.0
     in_flight = 20.0 if busy else 0.0
     priority = 10.0 * (policy.priority - lowest_priority)
@@ -367,17 +369,14 @@ class Governor:
         policies = [policy_of(m) for m in models]
         lowest = min(p.priority for p in policies)
         largest = max(m.total_bytes for m in models)
-        return {
-            model_key(m): eviction_cost(
-                m,
-                p,
-                self._usage.get(model_key(m)),
-                now=now,
-                lowest_priority=lowest,
-                largest_bytes=largest,
+        usage = self._usage
+        costs = {}
+        for m, p in zip(models, policies, strict=True):
+            key = model_key(m)
+            costs[key] = eviction_cost(
+                m, p, usage.get(key), now=now, lowest_priority=lowest, largest_bytes=largest
             )
-            for m, p in zip(models, policies, strict=True)
-        }
+        return costs
 
     def refusing(self, reading: PressureReading | None = None) -> str | None:
         """Why new loads are refused right now, or None. Set by a taken refuse-loads action, or
@@ -466,7 +465,9 @@ class Governor:
             costs_of=costs,
             estimate_of=estimate,
             releasable_of=releasable,
-            in_flight_of=self._in_flight,
+            # With nothing in flight through memwarden (the usual case), what the runtime
+            # reports is the whole answer: no lock and no scan per model.
+            in_flight_of=self._in_flight if warden.usage.serving() else None,
         )
         return context
 

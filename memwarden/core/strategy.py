@@ -100,7 +100,8 @@ class StrategyContext:
     )
     _estimate_of: Callable[[ModelRef, int], MemoryEstimate] = attrs.field(alias="estimate_of")
     _releasable_of: Callable[[], Mapping[str, int]] = attrs.field(alias="releasable_of")
-    _in_flight_of: Callable[[LoadedModel], int] = attrs.field(alias="in_flight_of")
+    # None: nothing is in flight through memwarden, so the runtime's count is the answer.
+    _in_flight_of: Callable[[LoadedModel], int] | None = attrs.field(alias="in_flight_of")
 
     @property
     def level(self) -> PressureLevel:
@@ -116,14 +117,33 @@ class StrategyContext:
             policy = self._policies[key] = self._policy_of(model)
         return policy
 
+    @functools.cached_property
+    def policies(self) -> tuple[ModelPolicy, ...]:
+        """:meth:`policy` of every loaded model, in the order of :attr:`loaded_models`: looked
+        up once per context, for strategies that read every model's policy."""
+        return tuple(self.policy(model) for model in self.loaded_models)
+
     def usage(self, model: LoadedModel) -> Usage:
         """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
         usage = self._usage_of(model)
         return usage.copy() if usage is not None else Usage()
 
+    def last_used(self, model: LoadedModel) -> float | None:
+        """When the model was last used (epoch seconds): the later of ``idle_since`` as its
+        runtime reports it and the governor's own record of its last request, or None when
+        neither is known. Cheaper than :meth:`usage`, which copies."""
+        usage = self._usage_of(model)
+        seen = usage.last_used_at if usage is not None else None
+        idle_since = model.idle_since
+        if not idle_since:
+            return seen or None
+        return max(idle_since, seen) if seen else idle_since
+
     def requests_in_flight(self, model: LoadedModel) -> int:
         """Requests the model serves now: what its runtime reports plus calls made through
         memwarden. The core refuses to unload or shrink a busy model below EMERGENCY."""
+        if self._in_flight_of is None:
+            return model.requests_in_flight
         key = model_key(model)
         count = self._in_flight.get(key)
         if count is None:
