@@ -231,3 +231,20 @@ def test_builtin_strategies_build_only_what_the_ladder_reads():
         Action.__init__ = original  # type: ignore[method-assign]
     assert head == everything[:3]
     assert len(built) < 25
+
+
+def test_a_lazy_strategy_that_fails_while_read_is_isolated_like_one_that_fails_when_called():
+    class Breaks:
+        @hookimpl
+        def on_pressure(self, reading, context):
+            yield unload_action(context.loaded_models[0], "breaks", 0.5, "first")
+            raise RuntimeError("lost its runtime")
+
+    rig = rig_with(Breaks(), ListBySize())
+    governor = Governor(rig.warden)
+    proposed = governor.propose(governor.sample())
+    assert [(a.strategy, a.model) for a in proposed[:2]] == [("breaks", "m1"), ("listed", "m1")]
+    assert len(proposed) == 6
+    [failure] = rig.warden.plugin_failures
+    assert failure.hook == "on_pressure"
+    assert "lost its runtime" in failure.error

@@ -2,9 +2,10 @@
 
 The governor turns pressure readings into actions. On a level change, or while a level above
 NORMAL persists, it asks every strategy plugin (``on_pressure``) what it would do, orders the
-proposals (:func:`order_actions`), takes the first, measures again, and repeats until the pressure
-is relieved or nothing is left to try. ``ensure()`` plans evictions so that a model about to be
-loaded fits, or refuses with the reason. Every level change and every action is an ``Event``
+proposals (:func:`order_actions`; read lazily, by cost, only as far as the action it takes),
+takes the first, measures again, and repeats until the pressure is relieved or nothing is left
+to try. ``ensure()`` plans evictions so that a model about to be loaded fits, or refuses with the
+reason. Every level change and every action is an ``Event``
 sent through ``warden.emit``. ``docs/governor.md`` describes the whole design.
 """
 

@@ -2,8 +2,9 @@
 
 The governor builds one :class:`StrategyContext` per proposal round and passes it to every
 ``on_pressure`` hook. A strategy reads the context and returns :class:`~memwarden.core.types.
-Action` proposals; it never acts itself, and never needs the governor or a registry. The context
-is read-only: its data are frozen attrs classes and tuples, and its methods only compute.
+Action` proposals (a list, or an iterator that yields them cheapest first, which the core reads
+only as far as it needs); it never acts itself, and never needs the governor or a registry. The
+context is read-only: its data are frozen attrs classes and tuples, and its methods only compute.
 
 Before the governor takes an action it checks it twice: when it is proposed
 (:func:`action_problem`: a kind some executor handles, with the fields that kind needs) and just
