@@ -122,7 +122,17 @@ class StrategyContext:
     def policies(self) -> tuple[ModelPolicy, ...]:
         """:meth:`policy` of every loaded model, in the order of :attr:`loaded_models`: looked
         up once per context, for strategies that read every model's policy."""
-        return tuple(self.policy(model) for model in self.loaded_models)
+        # policy() inlined: this runs for every loaded model of every round.
+        cache = self._policies
+        policy_of = self._policy_of
+        policies = []
+        for model in self.loaded_models:
+            key = model_key(model)
+            policy = cache.get(key)
+            if policy is None:
+                policy = cache[key] = policy_of(model)
+            policies.append(policy)
+        return tuple(policies)
 
     def usage(self, model: LoadedModel) -> Usage:
         """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
