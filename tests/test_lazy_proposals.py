@@ -248,3 +248,19 @@ def test_a_lazy_strategy_that_fails_while_read_is_isolated_like_one_that_fails_w
     [failure] = rig.warden.plugin_failures
     assert failure.hook == "on_pressure"
     assert "lost its runtime" in failure.error
+
+
+def test_a_proposal_whose_cost_is_not_a_number_is_rejected_not_sorted():
+    class NotANumber:
+        @hookimpl
+        def on_pressure(self, reading, context):
+            model = context.loaded_models[0]
+            return [attrs.evolve(unload_action(model, "nan", 1.0, "x"), cost=float("nan"))]
+
+    rig = rig_with(NotANumber(), ListBySize())
+    governor = Governor(rig.warden)
+    assert [a.strategy for a in governor.propose(governor.sample())] == ["listed"] * 5
+    [rejected] = events(rig, "action-rejected")
+    assert rejected.data["problem"] == (
+        "cost and expected_freed_bytes must be numbers, not nan and 1073741824"
+    )

@@ -16,6 +16,7 @@ proposal that fails either check is dropped and reported as an event naming the 
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
@@ -289,7 +290,7 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
 
 def _is_number(value: object) -> bool:
     # NaN is not: it would compare false with everything and scramble the ladder's order.
-    return isinstance(value, (int, float)) and value == value
+    return isinstance(value, numbers.Real) and value == value
 
 
 def rankable(action: object) -> bool:
