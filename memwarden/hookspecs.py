@@ -15,7 +15,7 @@ hooks are stable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -99,7 +99,7 @@ def estimate_model_size(
 
 
 @hookspec
-def on_pressure(reading: PressureReading, context: StrategyContext) -> Sequence[Action] | None:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> Iterable[Action] | None:
     """Propose actions that would relieve memory pressure.
 
     Called by the governor when the pressure level changes to one above NORMAL, again every
@@ -115,11 +115,18 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> Sequence[
         ``requests_in_flight(model)``, ``now`` (the governor's clock), ``sessions``,
         ``refusing_loads``, ``releasable_cache_bytes``, ``estimate(model, context_tokens)`` and
         ``config``.
-    :return: a list of ``Action`` (an ``ActionKind`` with the fields that kind needs, the bytes
-        it expects to free and its cost), or None. Every strategy contributes. A proposal no
-        executor handles is dropped with an ``action-rejected`` event, and one that would unload
-        or shrink a critical model (or a pinned or busy one below EMERGENCY) with an
-        ``action-refused`` event; both name ``Action.strategy``.
+    :return: ``Action`` proposals (an ``ActionKind`` with the fields that kind needs, the bytes
+        it expects to free and its cost), or None. Every strategy contributes (no first result
+        wins). Either a list (in any order; the core sorts it and checks it whole), or an
+        iterator that yields them cheapest first (by ``cost``): the core reads it only as far
+        as it needs (the ladder, up to the first proposal dearer than the cheapest on offer) and
+        checks each as it is read, so a strategy can rank thousands of models and build an
+        ``Action`` only for the few read. A proposal cheaper than one the iterator already
+        yielded, and a result that is neither None, a list nor an iterable, are dropped with an
+        ``action-rejected`` event. A proposal no executor handles is dropped with an
+        ``action-rejected`` event, and one that would unload or shrink a critical model (or a
+        pinned or busy one below EMERGENCY) with an ``action-refused`` event; both name
+        ``Action.strategy``. The action the ladder takes is checked again just before it runs.
     """
 
 

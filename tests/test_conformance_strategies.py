@@ -88,7 +88,27 @@ def test_a_do_nothing_strategy_that_declares_it_passes(pytester):
     )
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     assert failed_tests(result) == set()
-    result.assert_outcomes(passed=6, skipped=2)
+    result.assert_outcomes(passed=7, skipped=2)
+
+
+def test_a_strategy_whose_iterator_is_not_cheapest_first_fails_the_contract(pytester):
+    result = run_contract(
+        pytester,
+        """
+        @hookimpl
+        def on_pressure(self, reading, context):
+            from memwarden.core.strategy import unload_action
+
+            models = [
+                m
+                for m, p in zip(context.loaded_models, context.policies)
+                if not (p.critical or p.pinned or context.requests_in_flight(m))
+            ]
+            for cost, model in zip((9.0, 1.0), models[:2]):
+                yield unload_action(model, "backwards", cost, "out of order")
+        """,
+    )
+    assert failed_tests(result) == {"test_an_iterator_yields_cheapest_first"}
 
 
 def test_a_strategy_proposing_a_kind_its_proposes_leaves_out_fails_the_contract(pytester):

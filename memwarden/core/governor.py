@@ -2,18 +2,20 @@
 
 The governor turns pressure readings into actions. On a level change, or while a level above
 NORMAL persists, it asks every strategy plugin (``on_pressure``) what it would do, orders the
-proposals (:func:`order_actions`), takes the first, measures again, and repeats until the pressure
-is relieved or nothing is left to try. ``ensure()`` plans evictions so that a model about to be
-loaded fits, or refuses with the reason. Every level change and every action is an ``Event``
+proposals (:func:`order_actions`; read lazily, by cost, only as far as the action it takes),
+takes the first, measures again, and repeats until the pressure is relieved or nothing is left
+to try. ``ensure()`` plans evictions so that a model about to be loaded fits, or refuses with the
+reason. Every level change and every action is an ``Event``
 sent through ``warden.emit``. ``docs/governor.md`` describes the whole design.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -43,6 +45,7 @@ from memwarden.core.strategy import (
     action_target,
     model_key,
     policy_refusal,
+    rankable,
     unload_action,
 )
 from memwarden.core.types import (
@@ -177,6 +180,38 @@ def order_actions(actions: Sequence[Action], needed: Mapping[str, int]) -> list[
     return sorted(useful, key=sort_key)
 
 
+def _cost(action: Action) -> float:
+    return action.cost
+
+
+def merge_by_cost(streams: Sequence[Iterator[Action]]) -> Iterator[list[Action]]:
+    """The actions of several streams, each in order of cost, in groups of equal cost from the
+    cheapest up; a group lists its actions stream by stream, in each stream's order.
+
+    A stream is read only up to its first action dearer than the group being built, so the
+    caller that stops early leaves the rest unbuilt. :func:`order_actions` orders within a group
+    exactly as it would have ordered everything at once (cost is its first key).
+    """
+    heads: list[tuple[float, int, Action]] = []
+    for index, stream in enumerate(streams):
+        first = next(stream, None)
+        if first is not None:
+            heads.append((first.cost, index, first))
+    heapq.heapify(heads)
+    while heads:
+        cost = heads[0][0]
+        group: list[Action] = []
+        while heads and heads[0][0] == cost:
+            _, index, action = heapq.heappop(heads)
+            group.append(action)
+            for action in streams[index]:
+                if action.cost != cost:
+                    heapq.heappush(heads, (action.cost, index, action))
+                    break
+                group.append(action)
+        yield group
+
+
 def eviction_cost(
     model: LoadedModel,
     policy: ModelPolicy,
@@ -193,15 +228,17 @@ def eviction_cost(
     of use seen by the governor (up to 5) and size (up to 2 for the smallest, since evicting a
     big model frees more per user hurt). A request in flight adds 20.
     """
-    usage = usage or Usage()
-    last_used = usage.last_used_at or model.idle_since
+    # No Usage() for a model the governor has not seen used: thousands are costed per round.
+    uses = usage.uses if usage is not None else 0
+    last_used = (usage.last_used_at if usage is not None else None) or model.idle_since
     busy = model.requests_in_flight > 0
     recency = 0.0
     if busy:
         recency = 5.0
     elif last_used is not None:
-        recency = 5.0 * math.exp(-max(now - last_used, 0.0) / RECENCY_DECAY_S)
-    frequency = 5.0 * usage.uses / (usage.uses + 5)
+        elapsed = now - last_used
+        recency = 5.0 * math.exp(-elapsed / RECENCY_DECAY_S) if elapsed > 0 else 5.0
+    frequency = 5.0 * uses / (uses + 5)
     size = 2.0 * (1.0 - model.total_bytes / largest_bytes) if largest_bytes > 0 else 0.0
     in_flight = 20.0 if busy else 0.0
     priority = 10.0 * (policy.priority - lowest_priority)
@@ -333,17 +370,14 @@ class Governor:
         policies = [policy_of(m) for m in models]
         lowest = min(p.priority for p in policies)
         largest = max(m.total_bytes for m in models)
-        return {
-            model_key(m): eviction_cost(
-                m,
-                p,
-                self._usage.get(model_key(m)),
-                now=now,
-                lowest_priority=lowest,
-                largest_bytes=largest,
+        usage = self._usage
+        costs = {}
+        for m, p in zip(models, policies, strict=True):
+            key = model_key(m)
+            costs[key] = eviction_cost(
+                m, p, usage.get(key), now=now, lowest_priority=lowest, largest_bytes=largest
             )
-            for m, p in zip(models, policies, strict=True)
-        }
+        return costs
 
     def refusing(self, reading: PressureReading | None = None) -> str | None:
         """Why new loads are refused right now, or None. Set by a taken refuse-loads action, or
@@ -356,7 +390,7 @@ class Governor:
         # Only the strategies that may propose refusing loads are asked (a strategy module
         # declares what it proposes in PROPOSES); the answer is the same as the whole ladder's,
         # at the cost of one strategy instead of every strategy sizing every loaded model.
-        for action in self.propose(reading, hook=self._refusal_hook()):
+        for action in self.proposals(reading, hook=self._refusal_hook()):
             if action.kind == REFUSE_LOADS:
                 return action.description
         return None
@@ -432,7 +466,9 @@ class Governor:
             costs_of=costs,
             estimate_of=estimate,
             releasable_of=releasable,
-            in_flight_of=self._in_flight,
+            # With nothing in flight through memwarden (the usual case), what the runtime
+            # reports is the whole answer: no lock and no scan per model.
+            in_flight_of=self._in_flight if warden.usage.serving() else None,
         )
         return context
 
@@ -587,30 +623,96 @@ class Governor:
         hook: Any = None,
     ) -> list[Action]:
         """Every strategy's proposals for this reading that the core would take, in the order
-        the ladder takes them.
+        the ladder takes them: all of :meth:`proposals` (``memwarden plan`` shows them all).
 
         A proposal that no executor could carry out (:func:`action_problem`) is dropped with an
         ``action-rejected`` event, and one the core's policy forbids now (:meth:`check`) with an
         ``action-refused`` event; both name the strategy. ``hook``: ask only these strategies
         (a subset of ``on_pressure``), as :meth:`refusing` does.
         """
+        return list(self.proposals(reading, needed, context=context, hook=hook))
+
+    def proposals(
+        self,
+        reading: PressureReading,
+        needed: Mapping[str, int] | None = None,
+        *,
+        context: StrategyContext | None = None,
+        hook: Any = None,
+    ) -> Iterator[Action]:
+        """:meth:`propose`'s proposals one at a time, produced only as far as they are read.
+
+        The ladder reads up to the action it takes next, so a strategy that yields its
+        proposals cheapest first (``on_pressure`` returning an iterator) builds and the core
+        checks only those up to the cheapest cost that any strategy offers, not one per loaded
+        model. Every proposal yielded has passed :func:`action_problem` and :meth:`check`.
+        """
         if needed is None:
             needed = pressure.relief_needed(reading, self.warden.config.pressure)
         context = context if context is not None else self.context(reading)
-        proposals: list[Action] = []
         hook = hook if hook is not None else self.warden.hook.on_pressure
+        level = reading.level
+        # Lists (the original contract) are checked whole as they come, in the strategies'
+        # order; iterators only as far as they are read.
+        streams: list[Iterator[Action]] = []
+        checked: set[int] = set()
         for result in hook(reading=reading, context=context):
-            for action in result or ():
-                problem = action_problem(action, context)
-                if problem is not None:
-                    self._report_rejected(action, problem, reading.level)
-                    continue
-                refusal = self.check(action, context)
-                if refusal is not None:
-                    self._report_refused(action, refusal, reading.level)
-                    continue
-                proposals.append(action)
-        return order_actions(proposals, needed)
+            if result is None:
+                continue
+            if isinstance(result, (list, tuple)):
+                accepted = [a for a in result if self._acceptable(a, context, level)]
+                accepted.sort(key=_cost)
+                checked.update(id(a) for a in accepted)
+                streams.append(iter(accepted))
+            else:
+                streams.append(self._ranked(result, context, level))
+        for group in merge_by_cost(streams):
+            accepted = [a for a in group if id(a) in checked or self._acceptable(a, context, level)]
+            yield from order_actions(accepted, needed)
+
+    def _acceptable(self, action: object, context: StrategyContext, level: PressureLevel) -> bool:
+        """Whether the core would take a proposal now; reports why not as an event."""
+        problem = action_problem(action, context)
+        if problem is not None:
+            self._report_rejected(action, problem, level)
+            return False
+        assert isinstance(action, Action)  # action_problem said so
+        refusal = self.check(action, context)
+        if refusal is not None:
+            self._report_refused(action, refusal, level)
+            return False
+        return True
+
+    def _ranked(
+        self, result: object, context: StrategyContext, level: PressureLevel
+    ) -> Iterator[Action]:
+        """A strategy's iterator of proposals, checked to come cheapest first: a proposal
+        cheaper than one it already yielded cannot take its place any more, so it is dropped
+        with an ``action-rejected`` event. (Only what ordering needs is checked here;
+        :meth:`_acceptable` checks the rest when the action is read.)"""
+        if not isinstance(result, Iterable):
+            self._report_rejected(
+                result,
+                "on_pressure must return a list of Actions, an iterator of Actions "
+                f"(cheapest first) or None, not {type(result).__name__}",
+                level,
+            )
+            return
+        previous = float("-inf")
+        for action in result:
+            if not rankable(action):
+                self._report_rejected(action, action_problem(action, context) or "", level)
+                continue
+            if action.cost < previous:
+                self._report_rejected(
+                    action,
+                    f"cost {action.cost} came after cost {previous}: a strategy that returns "
+                    "an iterator must yield its proposals cheapest first (or return a list)",
+                    level,
+                )
+                continue
+            previous = action.cost
+            yield action
 
     def _report_rejected(self, action: object, problem: str, level: PressureLevel) -> None:
         strategy = getattr(action, "strategy", None) or "a strategy"
@@ -682,15 +784,18 @@ class Governor:
         relieved = exhausted = False
         while len(outcomes) < self.config.max_actions_per_round:
             needed = pressure.relief_needed(current, config_pressure)
-            proposals = [
-                a
-                for a in self.propose(current, needed)
-                if _identity(a) not in attempted and action_key(a) not in touched
-            ]
-            if not proposals:
+            # Read only up to the first proposal this round has not tried or touched yet.
+            action = next(
+                (
+                    a
+                    for a in self.proposals(current, needed)
+                    if _identity(a) not in attempted and action_key(a) not in touched
+                ),
+                None,
+            )
+            if action is None:
                 exhausted = True
                 break
-            action = proposals[0]
             attempted.add(_identity(action))
             target = action_key(action)
             if target is not None and action.kind in (UNLOAD, SHRINK_CONTEXT):

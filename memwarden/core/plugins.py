@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -353,15 +353,29 @@ class Plugins:
         @functools.wraps(function)
         def guarded(*args: Any) -> Any:
             try:
-                return function(*args)
+                result = function(*args)
             except MemwardenError:
                 # A deliberate, user-facing answer (a truncated model file, a refused load).
                 raise
             except Exception as exc:
                 self._record(info, hook, exc)
                 return None
+            if isinstance(result, Iterator):
+                # A lazy answer (on_pressure may return a generator) runs when it is read.
+                return self._guard_iterator(info, hook, result)
+            return result
 
         return guarded
+
+    def _guard_iterator(self, info: PluginInfo, hook: str, items: Iterator[Any]) -> Iterator[Any]:
+        """``items``, isolated as :meth:`_guard` isolates a call: a failure while reading them
+        is recorded, and ends them."""
+        try:
+            yield from items
+        except MemwardenError:
+            raise
+        except Exception as exc:
+            self._record(info, hook, exc)
 
     def record_failure(self, plugin: str, hook: str | None, exc: BaseException) -> None:
         """Record that ``plugin`` failed in ``hook`` (None: while loading), as the isolation

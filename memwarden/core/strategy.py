@@ -2,8 +2,9 @@
 
 The governor builds one :class:`StrategyContext` per proposal round and passes it to every
 ``on_pressure`` hook. A strategy reads the context and returns :class:`~memwarden.core.types.
-Action` proposals; it never acts itself, and never needs the governor or a registry. The context
-is read-only: its data are frozen attrs classes and tuples, and its methods only compute.
+Action` proposals (a list, or an iterator that yields them cheapest first, which the core reads
+only as far as it needs); it never acts itself, and never needs the governor or a registry. The
+context is read-only: its data are frozen attrs classes and tuples, and its methods only compute.
 
 Before the governor takes an action it checks it twice: when it is proposed
 (:func:`action_problem`: a kind some executor handles, with the fields that kind needs) and just
@@ -15,6 +16,7 @@ proposal that fails either check is dropped and reported as an event naming the 
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
@@ -100,7 +102,8 @@ class StrategyContext:
     )
     _estimate_of: Callable[[ModelRef, int], MemoryEstimate] = attrs.field(alias="estimate_of")
     _releasable_of: Callable[[], Mapping[str, int]] = attrs.field(alias="releasable_of")
-    _in_flight_of: Callable[[LoadedModel], int] = attrs.field(alias="in_flight_of")
+    # None: nothing is in flight through memwarden, so the runtime's count is the answer.
+    _in_flight_of: Callable[[LoadedModel], int] | None = attrs.field(alias="in_flight_of")
 
     @property
     def level(self) -> PressureLevel:
@@ -116,14 +119,43 @@ class StrategyContext:
             policy = self._policies[key] = self._policy_of(model)
         return policy
 
+    @functools.cached_property
+    def policies(self) -> tuple[ModelPolicy, ...]:
+        """:meth:`policy` of every loaded model, in the order of :attr:`loaded_models`: looked
+        up once per context, for strategies that read every model's policy."""
+        # policy() inlined: this runs for every loaded model of every round.
+        cache = self._policies
+        policy_of = self._policy_of
+        policies = []
+        for model in self.loaded_models:
+            key = model_key(model)
+            policy = cache.get(key)
+            if policy is None:
+                policy = cache[key] = policy_of(model)
+            policies.append(policy)
+        return tuple(policies)
+
     def usage(self, model: LoadedModel) -> Usage:
         """What the governor observed of the model's use (a copy; zeros when nothing yet)."""
         usage = self._usage_of(model)
         return usage.copy() if usage is not None else Usage()
 
+    def last_used(self, model: LoadedModel) -> float | None:
+        """When the model was last used (epoch seconds): the later of ``idle_since`` as its
+        runtime reports it and the governor's own record of its last request, or None when
+        neither is known. Cheaper than :meth:`usage`, which copies."""
+        usage = self._usage_of(model)
+        seen = usage.last_used_at if usage is not None else None
+        idle_since = model.idle_since
+        if not idle_since:
+            return seen or None
+        return max(idle_since, seen) if seen else idle_since
+
     def requests_in_flight(self, model: LoadedModel) -> int:
         """Requests the model serves now: what its runtime reports plus calls made through
         memwarden. The core refuses to unload or shrink a busy model below EMERGENCY."""
+        if self._in_flight_of is None:
+            return model.requests_in_flight
         key = model_key(model)
         count = self._in_flight.get(key)
         if count is None:
@@ -219,6 +251,11 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
     if not isinstance(action.kind, ActionKind):
         known = ", ".join(k.value for k in ActionKind)
         return f"no executor handles action kind {action.kind!r} (known: {known})"
+    if not _is_number(action.cost) or not _is_number(action.expected_freed_bytes):
+        return (
+            f"cost and expected_freed_bytes must be numbers, not {action.cost!r} and "
+            f"{action.expected_freed_bytes!r}"
+        )
     if action.expected_freed_bytes < 0 or action.cost < 0:
         return "expected_freed_bytes and cost must not be negative"
     kind = action.kind
@@ -249,6 +286,16 @@ def action_problem(action: object, context: StrategyContext) -> str | None:
         if action.session_id not in {s.session_id for s in context.sessions}:
             return f"session {action.session_id!r} is not registered"
     return None
+
+
+def _is_number(value: object) -> bool:
+    # NaN is not: it would compare false with everything and scramble the ladder's order.
+    return isinstance(value, numbers.Real) and value == value
+
+
+def rankable(action: object) -> bool:
+    """Whether the core can order a proposal by its cost (an Action with a numeric cost)."""
+    return isinstance(action, Action) and _is_number(action.cost)
 
 
 @attrs.frozen

@@ -49,6 +49,11 @@ class UsageTracker:
                 if same_model(m, model) and (provider is None or p == provider)
             )
 
+    def serving(self) -> bool:
+        """Whether any request made through memwarden is in flight now."""
+        with self._lock:
+            return bool(self._in_flight)
+
     def last_used(self, model: str, provider: str) -> float | None:
         """When the last call to the model finished (epoch seconds), or None."""
         with self._lock:

@@ -448,6 +448,19 @@ class StrategyPluginContract(_PluginContract):
         assert_no_plugin_failures(warden)
         return [action for proposal in results if proposal for action in proposal]
 
+    def test_an_iterator_yields_cheapest_first(
+        self, warden: Warden, reading: PressureReading, context: StrategyContext
+    ) -> None:
+        for result in warden.hook.on_pressure(reading=reading, context=context):
+            if result is None or isinstance(result, (list, tuple)):
+                continue
+            costs = [action.cost for action in result]
+            assert costs == sorted(costs), (
+                f"on_pressure returned an iterator whose costs are {costs}: an iterator must "
+                "yield its proposals cheapest first (the core reads it only as far as it needs); "
+                "return a list to have the core sort them"
+            )
+
     def test_proposals_are_well_formed(
         self, warden: Warden, reading: PressureReading, context: StrategyContext
     ) -> None:

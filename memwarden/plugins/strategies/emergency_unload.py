@@ -7,6 +7,8 @@ Models with requests in flight are included: the machine is about to swap or kil
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, model_key, unload_action
 from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
@@ -24,12 +26,20 @@ PROPOSES = frozenset({ActionKind.UNLOAD})
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> Iterator[Action] | None:
     if reading.level < LEVEL:
         return None
-    candidates = [m for m in context.loaded_models if not context.policy(m).critical]
-    costs = context.eviction_costs(candidates)
-    return [
-        unload_action(model, NAME, BASE_COST + costs[model_key(model)], "survive an EMERGENCY")
-        for model in candidates
+    return _cheapest_first(context)
+
+
+def _cheapest_first(context: StrategyContext) -> Iterator[Action]:
+    # Built only as far as the ladder reads them.
+    candidates = [
+        m
+        for m, policy in zip(context.loaded_models, context.policies, strict=True)
+        if not policy.critical
     ]
+    costs = context.eviction_costs(candidates)
+    for model in sorted(candidates, key=lambda m: costs[model_key(m)]):
+        cost = BASE_COST + costs[model_key(model)]
+        yield unload_action(model, NAME, cost, "survive an EMERGENCY")

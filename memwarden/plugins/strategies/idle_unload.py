@@ -9,9 +9,17 @@ serving a request, are kept.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from memwarden.core.config import NoOptions
 from memwarden.core.strategy import StrategyContext, unload_action
-from memwarden.core.types import Action, ActionKind, PressureLevel, PressureReading
+from memwarden.core.types import (
+    Action,
+    ActionKind,
+    LoadedModel,
+    PressureLevel,
+    PressureReading,
+)
 from memwarden.hookspecs import hookimpl
 
 NAME = "idle-unload"
@@ -25,30 +33,32 @@ PROPOSES = frozenset({ActionKind.UNLOAD})
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> Iterator[Action] | None:
     if reading.level < LEVEL:
         return None
+    return _cheapest_first(context)
+
+
+def _cheapest_first(context: StrategyContext) -> Iterator[Action]:
     now = context.now
     models = context.loaded_models
+    default_timeout = context.config.governor.idle_unload_after_s
     largest = max((m.total_bytes for m in models), default=0)
-    actions = []
-    for model in models:
-        policy = context.policy(model)
+    idle: list[tuple[float, float, LoadedModel]] = []
+    for model, policy in zip(models, context.policies, strict=True):
         timeout = policy.idle_unload_after_s
         if timeout is None:
-            timeout = context.config.governor.idle_unload_after_s
+            timeout = default_timeout
         if timeout is None or policy.pinned or policy.critical:
+            continue
+        last_used = context.last_used(model)
+        if last_used is None or now - last_used < timeout:
             continue
         if context.requests_in_flight(model):
             continue
-        last_used = max(
-            (t for t in (model.idle_since, context.usage(model).last_used_at) if t),
-            default=None,
-        )
-        if last_used is None or now - last_used < timeout:
-            continue
         cost = 1.0 + 0.5 * (1.0 - model.total_bytes / largest) if largest else 1.0
-        actions.append(
-            unload_action(model, NAME, round(cost, 4), f"idle for {now - last_used:.0f} s")
-        )
-    return actions
+        idle.append((round(cost, 4), now - last_used, model))
+    # Cheapest first; an Action is built only for those the ladder reads.
+    idle.sort(key=lambda item: item[0])
+    for cost, idle_s, model in idle:
+        yield unload_action(model, NAME, cost, f"idle for {idle_s:.0f} s")

@@ -11,10 +11,19 @@ the governor restores the old context once pressure has ended (``restore_after_s
 
 from __future__ import annotations
 
-from memwarden.core.config import NoOptions
+from collections.abc import Iterator
+
+from memwarden.core.config import ModelPolicy, NoOptions
 from memwarden.core.errors import MemwardenError
 from memwarden.core.strategy import StrategyContext
-from memwarden.core.types import Action, ActionKind, ModelRef, PressureLevel, PressureReading
+from memwarden.core.types import (
+    Action,
+    ActionKind,
+    LoadedModel,
+    ModelRef,
+    PressureLevel,
+    PressureReading,
+)
 from memwarden.hookspecs import hookimpl
 
 NAME = "shrink-context"
@@ -37,24 +46,37 @@ def shrink_cost(priority: int, lowest_priority: int) -> float:
 
 
 @hookimpl
-def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Action] | None:
+def on_pressure(reading: PressureReading, context: StrategyContext) -> Iterator[Action] | None:
     if reading.level < LEVEL:
         return None
+    return _cheapest_first(context)
+
+
+def _cheapest_first(context: StrategyContext) -> Iterator[Action]:
     config = context.config.governor
-    policies = {id(m): context.policy(m) for m in context.loaded_models}
-    lowest = min((p.priority for p in policies.values()), default=0)
-    actions = []
-    # Bytes saved per (model, provider, old, new): instances of one model are sized once.
-    savings: dict[tuple[str, str, int, int], int | None] = {}
-    for model in context.loaded_models:
-        policy = policies[id(model)]
-        if policy.pinned or policy.critical or context.requests_in_flight(model) > 0:
+    policies = context.policies
+    lowest = min((p.priority for p in policies), default=0)
+    # (cost, model, policy, new context): the cost depends on priority alone, so candidates
+    # are ranked before anything is sized, and only those the ladder reads are estimated.
+    candidates: list[tuple[float, LoadedModel, ModelPolicy, int]] = []
+    cost_of = {
+        priority: shrink_cost(priority, lowest) for priority in {p.priority for p in policies}
+    }
+    for model, policy in zip(context.loaded_models, policies, strict=True):
+        if policy.pinned or policy.critical:
             continue
         old = model.context_tokens
         floor = policy.min_context_tokens or config.min_context_tokens
-        if old is None or old <= floor:
+        if old is None or old <= floor or context.requests_in_flight(model) > 0:
             continue
         new = max(int(old * config.shrink_factor), floor)
+        candidates.append((cost_of[policy.priority], model, policy, new))
+    candidates.sort(key=lambda candidate: candidate[0])
+    # Bytes saved per (model, provider, old, new): instances of one model are sized once.
+    savings: dict[tuple[str, str, int, int], int | None] = {}
+    for cost, model, policy, new in candidates:
+        old = model.context_tokens
+        assert old is not None  # filtered above
         key = (model.name, model.provider, old, new)
         if key in savings:
             saved = savings[key]
@@ -70,19 +92,16 @@ def on_pressure(reading: PressureReading, context: StrategyContext) -> list[Acti
         if saved is None or saved <= 0:
             continue
         label = model.instance_id or model.name
-        actions.append(
-            Action(
-                kind=ActionKind.SHRINK_CONTEXT,
-                strategy=NAME,
-                description=f"reload {label} with {new} instead of {old} tokens of context "
-                f"(priority {policy.priority})",
-                expected_freed_bytes=saved,
-                cost=shrink_cost(policy.priority, lowest),
-                model=model.name,
-                provider=model.provider,
-                instance_id=model.instance_id,
-                context_tokens=new,
-                from_context_tokens=old,
-            )
+        yield Action(
+            kind=ActionKind.SHRINK_CONTEXT,
+            strategy=NAME,
+            description=f"reload {label} with {new} instead of {old} tokens of context "
+            f"(priority {policy.priority})",
+            expected_freed_bytes=saved,
+            cost=cost,
+            model=model.name,
+            provider=model.provider,
+            instance_id=model.instance_id,
+            context_tokens=new,
+            from_context_tokens=old,
         )
-    return actions
